@@ -116,12 +116,17 @@ struct RandomCase {
   }
 };
 
-template <class T>
-class AttentionTyped : public ::testing::Test {};
-TYPED_TEST_SUITE(AttentionTyped, qkv::test::FloatTypes, qkv::test::FloatTypeNames);
+// Every typed test runs once per implementation (naive loop, fused kernel, split-key
+// decode kernel) and element type.
+template <class K>
+class AttentionTyped : public ::testing::Test {
+ private:
+  qkv::test::ForcePath path_{K::path};
+};
+TYPED_TEST_SUITE(AttentionTyped, qkv::test::KernelTypes, qkv::test::KernelNames);
 
 TYPED_TEST(AttentionTyped, RandomCasesMatchReference) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(2024);
   for (int trial = 0; trial < 400; ++trial) {
     RandomCase<T> c(gen, trial);
@@ -135,7 +140,7 @@ TYPED_TEST(AttentionTyped, RandomCasesMatchReference) {
 }
 
 TYPED_TEST(AttentionTyped, WeightsMatchReferenceAndRowsSumToOne) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(7);
   for (int trial = 0; trial < 120; ++trial) {
     RandomCase<T> c(gen, trial);
@@ -161,7 +166,7 @@ TYPED_TEST(AttentionTyped, WeightsMatchReferenceAndRowsSumToOne) {
 }
 
 TYPED_TEST(AttentionTyped, EqualsTheTextbookFormula) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(1);
   const auto q = random_tensor<T>({2, 3, 9, 16}, gen), k = random_tensor<T>({2, 3, 11, 16}, gen);
   const auto v = random_tensor<T>({2, 3, 11, 5}, gen);
@@ -172,7 +177,7 @@ TYPED_TEST(AttentionTyped, EqualsTheTextbookFormula) {
 }
 
 TYPED_TEST(AttentionTyped, CausalIgnoresHiddenKeys) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(3);
   for (Causal causal : {Causal::upper_left, Causal::lower_right}) {
     const Index L = 6, S = 9;
@@ -199,7 +204,7 @@ TYPED_TEST(AttentionTyped, CausalIgnoresHiddenKeys) {
 }
 
 TYPED_TEST(AttentionTyped, LowerRightWithMoreQueriesThanKeysGivesZeroRows) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(4);
   const auto q = random_tensor<T>({5, 4}, gen), k = random_tensor<T>({3, 4}, gen), v = random_tensor<T>({3, 2}, gen);
   AttentionOptions<T> options;
@@ -213,7 +218,7 @@ TYPED_TEST(AttentionTyped, LowerRightWithMoreQueriesThanKeysGivesZeroRows) {
 }
 
 TYPED_TEST(AttentionTyped, LargeLogitsDoNotOverflow) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   const Tensor<T> q = {{1000, -1000}, {3000, 0}};
   const Tensor<T> k = {{1, 0}, {0.999, 0}, {-1, 0}};
   const Tensor<T> v = {{1, 0}, {0, 1}, {5, 5}};
@@ -228,8 +233,23 @@ TYPED_TEST(AttentionTyped, LargeLogitsDoNotOverflow) {
   EXPECT_NEAR(out(1, 1), std::exp(-3.0) / (1.0 + std::exp(-3.0)), 1e-6);
 }
 
+TYPED_TEST(AttentionTyped, NaNInAVisibleKeyPropagates) {
+  using T = typename TypeParam::Scalar;
+  std::mt19937 gen(11);
+  const auto q = random_tensor<T>({2, 9, 8}, gen), v = random_tensor<T>({2, 12, 4}, gen);
+  auto k = random_tensor<T>({2, 12, 8}, gen);
+  k(1, 5, 3) = std::numeric_limits<T>::quiet_NaN();
+  AttentionOptions<T> options;
+  options.causal = Causal::upper_left;  // rows 0..4 of head 1 cannot see key 5
+  const Tensor<T> out = qkv::scaled_dot_product_attention(q, k, v, options);
+  for (Index i = 0; i < 9; ++i) {
+    EXPECT_TRUE(std::isfinite(out(0, i, 0))) << i;
+    EXPECT_EQ(std::isnan(out(1, i, 0)), i >= 5) << i;  // as PyTorch: NaN in, NaN out
+  }
+}
+
 TYPED_TEST(AttentionTyped, ZeroLengthSequences) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(5);
   const auto q = random_tensor<T>({2, 3, 0, 4}, gen), k = random_tensor<T>({2, 3, 5, 4}, gen);
   const auto v = random_tensor<T>({2, 3, 5, 6}, gen);
@@ -244,7 +264,7 @@ TYPED_TEST(AttentionTyped, ZeroLengthSequences) {
 }
 
 TYPED_TEST(AttentionTyped, AdditiveMinusInfinityEqualsBooleanFalse) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(6);
   const auto q = random_tensor<T>({2, 7, 8}, gen), k = random_tensor<T>({2, 10, 8}, gen);
   const auto v = random_tensor<T>({2, 10, 3}, gen);
@@ -262,7 +282,7 @@ TYPED_TEST(AttentionTyped, AdditiveMinusInfinityEqualsBooleanFalse) {
 }
 
 TYPED_TEST(AttentionTyped, GroupedQueryEqualsRepeatedHeads) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(8);
   const auto q = random_tensor<T>({2, 6, 5, 8}, gen), k = random_tensor<T>({2, 2, 9, 8}, gen);
   const auto v = random_tensor<T>({2, 2, 9, 4}, gen);
@@ -281,7 +301,7 @@ TYPED_TEST(AttentionTyped, GroupedQueryEqualsRepeatedHeads) {
 }
 
 TYPED_TEST(AttentionTyped, StridedLayoutsReadAndWriteInPlace) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(9);
   const Index B = 2, L = 7, S = 11, H = 3, E = 8, Ev = 5;
   // Memory laid out (B, L, H, E), as inference engines store it, seen as (B, H, L, E).
@@ -298,7 +318,7 @@ TYPED_TEST(AttentionTyped, StridedLayoutsReadAndWriteInPlace) {
 }
 
 TYPED_TEST(AttentionTyped, KeysAndValuesBroadcastOverBatch) {
-  using T = TypeParam;
+  using T = typename TypeParam::Scalar;
   std::mt19937 gen(10);
   const auto q = random_tensor<T>({3, 2, 4, 8}, gen), k = random_tensor<T>({2, 6, 8}, gen);
   const auto v = random_tensor<T>({1, 2, 6, 3}, gen);

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <qkv/kernel.hpp>
 
 #include <exception>
 #include <initializer_list>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <typeinfo>
@@ -42,6 +44,46 @@ struct FloatTypeNames {
   static std::string GetName(int) {
     return std::is_same_v<T, float> ? "float" : "double";
   }
+};
+
+/// The three implementations behind scaled_dot_product_attention. Tests force one for
+/// every input size, with tiles small enough that partial tiles, causal tile skipping and
+/// masks across tile edges occur on small inputs.
+enum class Path { naive, fused, decode };
+
+template <class T, Path P>
+struct Kernel {
+  using Scalar = T;
+  static constexpr Path path = P;
+};
+
+using KernelTypes = ::testing::Types<Kernel<float, Path::naive>, Kernel<float, Path::fused>, Kernel<float, Path::decode>,
+                                     Kernel<double, Path::naive>, Kernel<double, Path::fused>, Kernel<double, Path::decode>>;
+
+struct KernelNames {
+  template <class K>
+  static std::string GetName(int) {
+    const char* path = K::path == Path::naive ? "naive" : K::path == Path::fused ? "fused" : "decode";
+    return std::string(std::is_same_v<typename K::Scalar, float> ? "float_" : "double_") + path;
+  }
+};
+
+/// Sets qkv::detail::kernel_config() so that every call takes `path`; restores it on exit.
+class ForcePath {
+ public:
+  explicit ForcePath(Path path) : saved_(qkv::detail::kernel_config()) {
+    auto& config = qkv::detail::kernel_config();
+    config.naive_max_flops = path == Path::naive ? std::numeric_limits<double>::infinity() : -1.0;
+    config.decode_max_rows = path == Path::decode ? std::numeric_limits<Index>::max() : -1;
+    config.key_tile = 5;      // not a multiple of any register block
+    config.decode_chunk = 3;  // many chunks to combine
+  }
+  ~ForcePath() { qkv::detail::kernel_config() = saved_; }
+  ForcePath(const ForcePath&) = delete;
+  ForcePath& operator=(const ForcePath&) = delete;
+
+ private:
+  qkv::detail::KernelConfig saved_;
 };
 
 }  // namespace qkv::test

@@ -12,6 +12,9 @@
 
 #include "detail/attention_problem.hpp"
 #include "detail/naive_attention.hpp"
+#include "detail/split_key_decode.hpp"
+#include "kernel.hpp"
+#include "parallel.hpp"
 #include "shape.hpp"
 #include "tensor.hpp"
 #include "tensor_view.hpp"
@@ -63,6 +66,8 @@ struct AttentionOptions {
   /// Allows fewer key/value heads than query heads (dimension -3), each serving
   /// num_heads / num_kv_heads consecutive query heads, as PyTorch's enable_gqa.
   bool enable_gqa = false;
+  /// Scratch memory to use instead of each thread's own (see AttentionWorkspace).
+  AttentionWorkspace* workspace = nullptr;
 };
 
 /// The output (..., L, Ev) and the softmax weights (..., L, S) of one attention call.
@@ -200,9 +205,15 @@ void set_output(AttentionProblem<T>& p, TensorView<T> out) {
   p.out_col = out.stride(-1);
 }
 
+// Picks the implementation; all three compute the same function. Tiny inputs (the
+// notebooks' 6 × 3) take the plain loop, which has no set-up; a few query rows against
+// many keys take the split-key decode kernel; everything else the fused tiled kernel.
 template <class T>
-void run_attention(const AttentionProblem<T>& p) {
-  naive_attention(p, static_cast<T*>(nullptr));
+void run_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
+  const KernelConfig& config = kernel_config();
+  if (attention_flops(p) <= config.naive_max_flops) naive_attention(p, static_cast<T*>(nullptr));
+  else if (p.query_len <= config.decode_max_rows) split_key_decode(p, config.decode_chunk, workspace);
+  else flash_attention(p, workspace);
 }
 
 }  // namespace detail
@@ -230,7 +241,7 @@ Tensor<detail::tensor_value_t<Q>> scaled_dot_product_attention(
                                    detail::const_view(k), detail::const_view(v), options);
   Tensor<T> out(detail::output_shape(p, p.value_dim));
   detail::set_output(p, out.view());
-  detail::run_attention(p);
+  detail::run_attention(p, options.workspace);
   return out;
 }
 
@@ -250,7 +261,7 @@ void scaled_dot_product_attention_out(TensorView<T> out, const Q& q, const K& k,
                                 detail::sdpa_shapes(detail::const_view(q).shape(), detail::const_view(k).shape(),
                                                     detail::const_view(v).shape()));
   detail::set_output(p, out);
-  detail::run_attention(p);
+  detail::run_attention(p, options.workspace);
 }
 
 /// Like scaled_dot_product_attention, and also returns the softmax weights (..., L, S)

@@ -3,8 +3,10 @@
 #pragma once
 
 #include "attention.hpp"
+#include "kernel.hpp"
 #include "layers.hpp"
 #include "ops.hpp"
+#include "parallel.hpp"
 #include "print.hpp"
 #include "random.hpp"
 #include "shape.hpp"

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "attention_problem.hpp"
+#include "packet_math.hpp"
 
 namespace qkv::detail {
 
@@ -44,23 +45,30 @@ T naive_scores(const AttentionProblem<T>& p, const typename AttentionProblem<T>:
 /// keys are all hidden has no softmax: its output and weights are zeros.
 template <class T>
 void naive_attention(const AttentionProblem<T>& p, T* weights) {
-  std::vector<T> scores(static_cast<std::size_t>(p.key_len));
+  // The calling thread's reusable scratch: tiny calls (the notebooks' 6 × 3) must not pay
+  // for an allocation.
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < static_cast<std::size_t>(p.key_len)) buffer.resize(static_cast<std::size_t>(p.key_len));
+  T* scores = buffer.data();
   for (Index b = 0; b < p.batch_count(); ++b) {
     const auto o = p.offsets(b);
     for (Index i = 0; i < p.query_len; ++i) {
-      const T row_max = naive_scores(p, o, i, scores.data());
+      const T row_max = naive_scores(p, o, i, scores);
       const bool hidden = row_max == -std::numeric_limits<T>::infinity();
       T sum = 0;
-      for (T& s : scores) sum += s = hidden ? T(0) : std::exp(s - row_max);
+      for (Index j = 0; j < p.key_len; ++j) sum += scores[j] = hidden ? T(0) : exp_nonpositive(scores[j] - row_max);
       const T inv_sum = hidden ? T(0) : T(1) / sum;
+      for (Index j = 0; j < p.key_len; ++j) scores[j] *= inv_sum;
+      if (weights) std::copy(scores, scores + p.key_len, weights + (b * p.query_len + i) * p.key_len);
+      // One output element at a time, summed in a register: accumulating whole rows in
+      // `out` would chain every step through a store and a reload.
       T* out = p.out + o.out + i * p.out_row;
-      for (Index e = 0; e < p.value_dim; ++e) out[e * p.out_col] = 0;
-      for (Index j = 0; j < p.key_len; ++j) {
-        const T w = scores[j] * inv_sum;
-        if (weights) weights[(b * p.query_len + i) * p.key_len + j] = w;
-        if (w == T(0)) continue;
-        const T* v = p.v + o.v + j * p.v_row;
-        for (Index e = 0; e < p.value_dim; ++e) out[e * p.out_col] += w * v[e * p.v_col];
+      const T* v = p.v + o.v;
+      for (Index e = 0; e < p.value_dim; ++e) {
+        T sum_e = 0;
+        for (Index j = 0; j < p.key_len; ++j)
+          if (scores[j] != T(0)) sum_e += scores[j] * v[j * p.v_row + e * p.v_col];  // skips hidden keys
+        out[e * p.out_col] = sum_e;
       }
     }
   }

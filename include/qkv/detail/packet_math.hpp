@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+// SIMD building blocks of the attention kernels, on Eigen's packet primitives so that one
+// source runs on SSE, AVX2, AVX-512 and NEON: the packet type of T, the register budget,
+// and a fast exponential for the softmax.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <cstddef>
+#include <type_traits>
+
+namespace qkv::detail {
+
+namespace simd = Eigen::internal;
+
+/// The widest packet Eigen vectorises T with (T itself when vectorisation is off).
+template <class T>
+using Packet = typename simd::packet_traits<T>::type;
+
+template <class T>
+inline constexpr int packet_size = simd::unpacket_traits<Packet<T>>::size;
+
+/// Vector registers of the target: 32 on AVX-512 and NEON, 16 on SSE and AVX2.
+#ifdef EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS
+inline constexpr int vector_registers = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
+#else
+inline constexpr int vector_registers = 16;
+#endif
+
+/// 2^x for x <= 0, lane by lane; -inf and anything below -127 give exactly 0.
+///
+/// For float: 2^x = 2^n · 2^f with n = round(x) and f in [-1/2, 1/2], 2^f by its Taylor
+/// polynomial of degree 6 (relative error < 1.2e-7 on that interval, below float's
+/// epsilon), and 2^n put straight into the exponent bits. Clamping x at -127 makes the
+/// biased exponent 0, so the result is +0: a masked score contributes nothing. This is
+/// about half the cost of Eigen's pexp, which also handles x > 0 and denormals.
+/// For double (and scalars): Eigen's pexp(x·ln 2), accurate to an ulp or two.
+template <class P>
+EIGEN_STRONG_INLINE P pexp2_nonpositive(const P& x) {
+  using T = typename simd::unpacket_traits<P>::type;
+  if constexpr (std::is_same_v<T, float> && simd::unpacket_traits<P>::size > 1) {
+    const P clamped = simd::pmax(x, simd::pset1<P>(-127.0f));
+    const P n = simd::pfloor(simd::padd(clamped, simd::pset1<P>(0.5f)));
+    const P f = simd::psub(clamped, n);
+    // ln(2)^k / k!, k = 6 .. 1
+    P p = simd::pset1<P>(1.5403530393381606e-4f);
+    p = simd::pmadd(p, f, simd::pset1<P>(1.3333558146428443e-3f));
+    p = simd::pmadd(p, f, simd::pset1<P>(9.6181291076284772e-3f));
+    p = simd::pmadd(p, f, simd::pset1<P>(5.5504108664821580e-2f));
+    p = simd::pmadd(p, f, simd::pset1<P>(2.4022650695910071e-1f));
+    p = simd::pmadd(p, f, simd::pset1<P>(6.9314718055994531e-1f));
+    p = simd::pmadd(p, f, simd::pset1<P>(1.0f));
+    return simd::pldexp_fast_impl<P>::run(p, n);
+  } else {
+    return simd::pexp(simd::pmul(x, simd::pset1<P>(T(0.69314718055994530942))));
+  }
+}
+
+/// e^x for x <= 0 as 2^(x·log2 e); -inf and anything below -88 (float) give exactly 0.
+template <class P>
+EIGEN_STRONG_INLINE P pexp_nonpositive(const P& x) {
+  using T = typename simd::unpacket_traits<P>::type;
+  return pexp2_nonpositive(simd::pmul(x, simd::pset1<P>(T(1.4426950408889634074))));
+}
+
+/// Scalar 2^x for x <= 0 with the same rounding as the packet version's lanes.
+template <class T>
+EIGEN_STRONG_INLINE T exp2_nonpositive(T x) {
+  if constexpr (packet_size<T> > 1) return simd::pfirst(pexp2_nonpositive(simd::pset1<Packet<T>>(x)));
+  else return pexp2_nonpositive(x);
+}
+
+/// Scalar e^x for x <= 0, rounded as the lanes of pexp_nonpositive.
+template <class T>
+EIGEN_STRONG_INLINE T exp_nonpositive(T x) {
+  return exp2_nonpositive(x * T(1.4426950408889634074));
+}
+
+}  // namespace qkv::detail

@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: MIT
+// The decode kernel: a few query rows against a long key/value cache (L ≤ 4, S large).
+//
+// Decoding is memory-bound: each K and V element is used by only L·(query heads per
+// key/value head) rows, so the time is that of reading K and V once. The keys are split
+// into fixed chunks of C keys, and every (key/value head, chunk) is a task, so that one
+// query row still uses every core:
+//   1. Per task and row: s_j = q·k_j·scale (+ mask) for the chunk's visible keys,
+//      m = max s_j, p_j = e^(s_j − m), l = Σ p_j, o = Σ p_j·v_j — K, then V, read at full
+//      vector width along E. The query heads sharing the key/value head (GQA) run in the
+//      same task, so the chunk is read from memory once and from cache after that.
+//   2. Per row: combine the chunks by their log-sum-exp, M = max m_c,
+//      out = Σ e^(m_c − M)·o_c / Σ e^(m_c − M)·l_c, in chunk order.
+// C does not depend on the thread count, nor does the order of any sum, so results are
+// bitwise identical for any thread count. Memory: (Ev + 2) partial values per row and
+// chunk, plus C scores per thread. A row that may see no key gives zeros.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+
+#include "attention_problem.hpp"
+#include "packet_math.hpp"
+#include "../parallel.hpp"
+
+namespace qkv::detail {
+
+template <class T>
+class SplitKeyDecode {
+  using P = Packet<T>;
+  static constexpr int lanes = packet_size<T>;
+  static constexpr int value_packets = 8;  // accumulators of o per pass over the chunk
+
+ public:
+  SplitKeyDecode(const AttentionProblem<T>& p, Index chunk)
+      : p_(p), chunk_(chunk),
+        key_end_(p.query_len > 0 ? p.visible_keys(p.query_len - 1) : 0),
+        chunks_(std::max<Index>((key_end_ + chunk - 1) / chunk, 1)),
+        group_(p.head_axis >= 0 ? p.gqa_group : 1) {}
+
+  Index tasks() const noexcept { return p_.batch_count() / group_ * chunks_; }
+  Index rows() const noexcept { return p_.batch_count() * p_.query_len; }
+  Index chunks() const noexcept { return chunks_; }
+  std::size_t partial_bytes() const noexcept {
+    return sizeof(T) * static_cast<std::size_t>(rows() * chunks_ * partial_size());
+  }
+  std::size_t scratch_bytes() const noexcept {
+    return sizeof(T) * static_cast<std::size_t>(round_up(p_.head_dim) + round_up(chunk_));
+  }
+
+  // 1. Task = (key/value head, chunk): partial softmax of every row of the group's heads.
+  void run_task(Index task, T* partial, T* scratch) const {
+    const Index chunk = task % chunks_;
+    const Index group = task / chunks_;
+    T* q = scratch;
+    T* scores = scratch + round_up(p_.head_dim);
+    for (Index h = 0; h < group_; ++h) {
+      const Index b = group * group_ + h;
+      const auto o = p_.offsets(b);
+      for (Index i = 0; i < p_.query_len; ++i) {
+        const Index first = chunk * chunk_;
+        const Index last = std::min(first + chunk_, p_.visible_keys(i));
+        T* part = partial + ((b * p_.query_len + i) * chunks_ + chunk) * partial_size();
+        chunk_softmax(o, i, first, last, q, scores, part);
+      }
+    }
+  }
+
+  // 2. Row r of the output from its chunks.
+  void combine(Index r, const T* partial) const {
+    const Index b = r / p_.query_len, i = r % p_.query_len;
+    const T* part = partial + r * chunks_ * partial_size();
+    T m = -std::numeric_limits<T>::infinity();
+    for (Index c = 0; c < chunks_; ++c) m = nan_max(m, part[c * partial_size()]);
+    T* out = p_.out + p_.offsets(b).out + i * p_.out_row;
+    const bool hidden = m == -std::numeric_limits<T>::infinity();
+    for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] = T(0);
+    if (hidden) return;
+    T l = 0;
+    for (Index c = 0; c < chunks_; ++c) {
+      const T* pc = part + c * partial_size();
+      if (pc[0] == -std::numeric_limits<T>::infinity()) continue;
+      const T weight = exp_nonpositive(pc[0] - m);
+      l += weight * pc[1];
+      for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] += weight * pc[2 + e];
+    }
+    const T inv_l = T(1) / l;
+    for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] *= inv_l;
+  }
+
+ private:
+  // The maximum, or NaN once either is NaN: a NaN score must reach the output, as it does
+  // in PyTorch, not be dropped by the comparison.
+  static T nan_max(T m, T x) noexcept { return std::isnan(m) || x <= m ? m : x; }
+
+  Index partial_size() const noexcept { return p_.value_dim + 2; }  // m, l, o[Ev]
+  static Index round_up(Index n) noexcept { return (n + 15) / 16 * 16; }
+
+  void chunk_softmax(const typename AttentionProblem<T>::Offsets& o, Index i, Index first, Index last, T* q,
+                     T* scores, T* part) const {
+    constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+    part[0] = neg_inf, part[1] = T(0);
+    std::fill(part + 2, part + partial_size(), T(0));
+    if (last <= first) return;
+    const Index n = last - first;
+    const T* qi = p_.q + o.q + i * p_.q_row;
+    for (Index e = 0; e < p_.head_dim; ++e) q[e] = qi[e * p_.q_col] * p_.scale;
+    T m = neg_inf;
+    for (Index j = 0; j < n; ++j) {
+      T s = dot(q, p_.k + o.k + (first + j) * p_.k_row);
+      if (p_.mask_kind != MaskKind::none) {
+        const Index at = o.mask + i * p_.mask_row + (first + j) * p_.mask_col;
+        if (p_.mask_kind == MaskKind::boolean) s = p_.bool_mask[at] ? s : neg_inf;
+        else s += p_.additive_mask[at];
+      }
+      scores[j] = s;
+      m = nan_max(m, s);
+    }
+    part[0] = m;
+    if (m == neg_inf) return;
+    part[1] = exponentiate(scores, n, m);
+    weighted_values(o, first, n, scores, part + 2);
+  }
+
+  T dot(const T* q, const T* k) const {
+    const Index n = p_.head_dim;
+    Index e = 0;
+    T sum = 0;
+    if (p_.k_col == 1 && lanes > 1) {
+      P a0 = simd::pset1<P>(T(0)), a1 = a0;
+      for (; e + 2 * lanes <= n; e += 2 * lanes) {
+        a0 = simd::pmadd(simd::pload<P>(q + e), simd::ploadu<P>(k + e), a0);
+        a1 = simd::pmadd(simd::pload<P>(q + e + lanes), simd::ploadu<P>(k + e + lanes), a1);
+      }
+      for (; e + lanes <= n; e += lanes) a0 = simd::pmadd(simd::pload<P>(q + e), simd::ploadu<P>(k + e), a0);
+      sum = simd::predux(simd::padd(a0, a1));
+    }
+    for (; e < n; ++e) sum += q[e] * k[e * p_.k_col];
+    return sum;
+  }
+
+  // scores[j] = e^(scores[j] − m); returns their sum.
+  static T exponentiate(T* scores, Index n, T m) {
+    const P mp = simd::pset1<P>(m);
+    P sum = simd::pset1<P>(T(0));
+    Index j = 0;
+    for (; j + lanes <= n; j += lanes) {
+      const P e = pexp_nonpositive(simd::psub(simd::pload<P>(scores + j), mp));
+      simd::pstore(scores + j, e);
+      sum = simd::padd(sum, e);
+    }
+    T total = lanes > 1 ? simd::predux(sum) : simd::pfirst(sum);
+    for (; j < n; ++j) total += scores[j] = exp_nonpositive(scores[j] - m);
+    return total;
+  }
+
+  // acc[e] = Σ_j weights[j]·v_j[e], `value_packets` packets of e per pass over the keys.
+  void weighted_values(const typename AttentionProblem<T>::Offsets& o, Index first, Index n, const T* weights,
+                       T* acc) const {
+    const T* v = p_.v + o.v + first * p_.v_row;
+    Index e = 0;
+    if (p_.v_col == 1 && lanes > 1) {
+      for (; e + value_packets * lanes <= p_.value_dim; e += value_packets * lanes) values_block<value_packets>(v + e, n, weights, acc + e);
+      for (; e + lanes <= p_.value_dim; e += lanes) values_block<1>(v + e, n, weights, acc + e);
+    }
+    for (; e < p_.value_dim; ++e)
+      for (Index j = 0; j < n; ++j) acc[e] += weights[j] * v[j * p_.v_row + e * p_.v_col];
+  }
+
+  template <int Packets>
+  void values_block(const T* v, Index n, const T* weights, T* acc) const {
+    P sum[Packets];
+    for (int p = 0; p < Packets; ++p) sum[p] = simd::pset1<P>(T(0));
+    for (Index j = 0; j < n; ++j, v += p_.v_row) {
+      const P w = simd::pset1<P>(weights[j]);
+      for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, simd::ploadu<P>(v + p * lanes), sum[p]);
+    }
+    for (int p = 0; p < Packets; ++p) simd::pstoreu(acc + p * lanes, sum[p]);
+  }
+
+  const AttentionProblem<T>& p_;
+  Index chunk_;
+  Index key_end_;
+  Index chunks_;
+  Index group_;
+};
+
+/// Runs the split-key decode kernel: partial softmaxes per chunk, then their combination.
+template <class T>
+void split_key_decode(const AttentionProblem<T>& p, Index chunk, AttentionWorkspace* workspace) {
+  const SplitKeyDecode<T> kernel(p, chunk);
+  T* partial = static_cast<T*>(call_scratch(workspace, kernel.partial_bytes()));
+  const std::size_t bytes = kernel.scratch_bytes();
+  const double flops = 2.0 * double(p.batch_count()) * double(p.query_len) * double(p.key_len) *
+                       double(p.head_dim + p.value_dim);
+  parallel_for(kernel.tasks(), flops, workspace, [&](std::ptrdiff_t task) {
+    kernel.run_task(task, partial, static_cast<T*>(thread_scratch(workspace, bytes)));
+  });
+  const double combine_flops = 2.0 * double(kernel.rows()) * double(kernel.chunks()) * double(p.value_dim);
+  parallel_for(kernel.rows(), combine_flops, workspace, [&](std::ptrdiff_t r) { kernel.combine(r, partial); });
+}
+
+}  // namespace qkv::detail

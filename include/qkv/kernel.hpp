@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: MIT
+// The fused attention kernel: FlashAttention's forward pass for CPUs, on Eigen packets.
+// It computes what detail/naive_attention.hpp computes, without the L×S matrix.
+//
+// Shapes (per batch/head element): Q (L, E), K (S, E), V (S, Ev), O (L, Ev), any strides.
+//
+// Algorithm. The queries are cut into panels of W = packets·lanes rows (48 floats on
+// AVX-512), which live transposed in the vector lanes; each panel is one task.
+//   1. Pack Qᵀ (E, W), pre-multiplied by the scale.
+//   2. For each key tile of T_k keys (causal: only tiles some row of the panel can see):
+//      a. Sᵀ (T_k, W) = K_tile · Qᵀ, a register block of R keys × W queries at a time,
+//         each step one K element broadcast against `packets` lanes of Qᵀ. The causal
+//         diagonal and the attention mask are applied here, on tiles that need them.
+//      b. Online softmax: m' = max(m, max_k Sᵀ), α = e^(m − m'), Pᵀ = e^(Sᵀ − m'),
+//         l = α·l + Σ_k Pᵀ. Queries are lanes, so every reduction is vertical. e^x is
+//         computed as 2^(x·log2 e) with a short polynomial; subtracting m' before the
+//         conversion keeps close logits exact, as in the textbook formula.
+//      c. Oᵀ (Ev, W) = α·Oᵀ + Vᵀ_tile · Pᵀ, a block of R value columns × W queries,
+//         each step one V element broadcast against a row of Pᵀ.
+//   3. O = (Oᵀ / l)ᵀ, written to the caller's strides. A row that may see no key keeps
+//      m = −inf, l = 0, and is written as zeros (as PyTorch 2's SDPA, never NaN): its
+//      scores are taken relative to 0 instead of −inf, so e^(−inf) = 0, not NaN.
+//
+// FLOPs: 2·L·S·E for Q·Kᵀ plus 2·L·S·Ev for P·V (4·L·S·E when Ev = E), half with causal,
+// plus O(L·S) for the softmax. K and V are read in place, once per query panel.
+// Memory: per thread Qᵀ, Oᵀ and one Sᵀ/Pᵀ tile, (E + Ev + T_k)·W elements — O(tile),
+// independent of S; T_k is chosen so that they fit in the L1/L2 caches.
+// Threads: tasks are (batch·heads × query panels), heaviest (causal: last) panels first,
+// handed out dynamically. Each output row is computed by one task with the same tiling
+// whatever the thread count, so results are bitwise identical for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+
+#include "detail/attention_problem.hpp"
+#include "detail/packet_math.hpp"
+#include "parallel.hpp"
+
+namespace qkv::detail {
+
+/// Register blocking of the micro-kernels: R broadcast rows × `packets` packets of
+/// accumulators. 8 × 3 = 24 of 32 registers (AVX-512, NEON), 4 × 3 = 12 of 16 (AVX2, SSE),
+/// leaving room for the packets loaded each step and the broadcast.
+template <class T>
+struct FlashBlocking {
+  static constexpr int lanes = packet_size<T>;
+  static constexpr int rows = vector_registers >= 32 ? 8 : 4;
+  static constexpr int packets = 3;
+  static constexpr Index width = Index(packets) * lanes;  // queries per panel
+};
+
+/// Tunables, settable by tests to force small tiles and the fused path on small inputs.
+struct KernelConfig {
+  Index key_tile = 0;           // keys per tile; 0 = from the cache sizes
+  Index decode_chunk = 256;     // keys per split-key decode task (fixed: results must not
+                                // depend on the thread count)
+  Index decode_max_rows = 4;    // query rows up to which the split-key decode kernel runs
+  double naive_max_flops = 1 << 15;  // below this, the plain loop is faster than any set-up
+};
+
+inline KernelConfig& kernel_config() {
+  static KernelConfig config;
+  return config;
+}
+
+/// Keys per tile: Sᵀ/Pᵀ (T_k × W) should share L1 with the rows of Qᵀ and Oᵀ in use,
+/// and K_tile, V_tile should stay in L2 while all of the panel's blocks walk them.
+template <class T>
+Index flash_key_tile(Index head_dim, Index value_dim) {
+  if (kernel_config().key_tile > 0) return kernel_config().key_tile;
+  constexpr Index R = FlashBlocking<T>::rows, W = FlashBlocking<T>::width;
+  const Index l1 = static_cast<Index>(Eigen::l1CacheSize());
+  const Index l2 = static_cast<Index>(Eigen::l2CacheSize());
+  const Index by_l1 = (l1 / 2) / (W * Index(sizeof(T)));
+  const Index by_l2 = (l2 / 4) / (std::max<Index>(head_dim + value_dim, 1) * Index(sizeof(T)));
+  const Index tile = std::max<Index>(R, std::min(by_l1, by_l2));
+  return tile / R * R;
+}
+
+// acc[r][p] = Σ_{t < n} b[r·b_r + t·b_t] · a[t·a_t + p·lanes]: an outer-product block,
+// R broadcast scalars against `packets` aligned packets per step.
+template <int R, class T>
+EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[R][FlashBlocking<T>::packets], const T* b, Index b_r,
+                                     Index b_t, const T* a, Index a_t, Index n) {
+  constexpr int NP = FlashBlocking<T>::packets, lanes = FlashBlocking<T>::lanes;
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < NP; ++p) acc[r][p] = simd::pset1<Packet<T>>(T(0));
+  const T* rows[R];
+  for (int r = 0; r < R; ++r) rows[r] = b + r * b_r;
+  for (Index t = 0; t < n; ++t, a += a_t) {
+    Packet<T> x[NP];
+    for (int p = 0; p < NP; ++p) x[p] = simd::pload<Packet<T>>(a + p * lanes);
+    const Index bt = t * b_t;
+    for (int r = 0; r < R; ++r) {
+      const Packet<T> y = simd::pset1<Packet<T>>(rows[r][bt]);
+      for (int p = 0; p < NP; ++p) acc[r][p] = simd::pmadd(y, x[p], acc[r][p]);
+    }
+  }
+}
+
+/// The fused forward pass over one AttentionProblem; see the top of this file.
+template <class T>
+class FlashAttention {
+  using P = Packet<T>;
+  using B = FlashBlocking<T>;
+  static constexpr int R = B::rows, NP = B::packets, lanes = B::lanes;
+  static constexpr Index W = B::width;
+
+ public:
+  explicit FlashAttention(const AttentionProblem<T>& p)
+      : p_(p), key_tile_(flash_key_tile<T>(p.head_dim, p.value_dim)),
+        panels_((p.query_len + W - 1) / W) {}
+
+  Index tasks() const noexcept { return p_.batch_count() * panels_; }
+
+  /// Scratch bytes one task needs.
+  std::size_t scratch_bytes() const noexcept {
+    return sizeof(T) * static_cast<std::size_t>((p_.head_dim + p_.value_dim + key_tile_ + 4) * W + W);
+  }
+
+  /// Task t: panels in descending order (the causal ones with most keys first), then batch.
+  void run_task(Index task, T* scratch) const {
+    const Index panel = panels_ - 1 - task / p_.batch_count();
+    run_panel(task % p_.batch_count(), panel * W, scratch);
+  }
+
+ private:
+  struct Scratch {
+    T *qt, *ot, *st, *m, *l, *alpha, *tile_max;
+  };
+
+  Scratch carve(T* s) const {
+    Scratch w;
+    w.qt = s, s += p_.head_dim * W;
+    w.ot = s, s += p_.value_dim * W;
+    w.st = s, s += key_tile_ * W;
+    w.m = s, s += W;
+    w.l = s, s += W;
+    w.alpha = s, s += W;
+    w.tile_max = s;
+    return w;
+  }
+
+  void run_panel(Index b, Index first, T* scratch) const {
+    const auto o = p_.offsets(b);
+    const Index rows = std::min(W, p_.query_len - first);
+    const Index key_end = p_.visible_keys(first + rows - 1);
+    Scratch w = carve(scratch);
+    pack_queries(o, first, rows, w.qt);
+    std::fill(w.ot, w.ot + p_.value_dim * W, T(0));
+    std::fill(w.m, w.m + W, -std::numeric_limits<T>::infinity());
+    std::fill(w.l, w.l + W, T(0));
+    for (Index key = 0; key < key_end; key += key_tile_) {
+      const Index n = std::min(key_tile_, key_end - key);
+      scores(o, first, key, n, w);
+      softmax(n, w);
+      accumulate(o, key, n, w);
+    }
+    store(o, first, rows, w);
+  }
+
+  // 1. Qᵀ, scaled; lanes past the last query row are zero.
+  void pack_queries(const typename AttentionProblem<T>::Offsets& o, Index first, Index rows, T* qt) const {
+    const T* q = p_.q + o.q + first * p_.q_row;
+    for (Index e = 0; e < p_.head_dim; ++e) {
+      T* dst = qt + e * W;
+      for (Index i = 0; i < rows; ++i) dst[i] = q[i * p_.q_row + e * p_.q_col] * p_.scale;
+      std::fill(dst + rows, dst + W, T(0));
+    }
+  }
+
+  // 2a. Sᵀ tile with its masks, and the tile's maximum per query.
+  void scores(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index n,
+              const Scratch& w) const {
+    for (int p = 0; p < NP; ++p)
+      simd::pstore(w.tile_max + p * lanes, simd::pset1<P>(-std::numeric_limits<T>::infinity()));
+    Index j = 0;
+    for (; j + R <= n; j += R) score_block<R>(o, first, key + j, w.st + j * W, w);
+    score_rest<R - 1>(o, first, key + j, n - j, w.st + j * W, w);
+  }
+
+  template <int Rest>
+  void score_rest(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index count, T* st,
+                  const Scratch& w) const {
+    if constexpr (Rest > 0) {
+      if (count == Rest) score_block<Rest>(o, first, key, st, w);
+      else score_rest<Rest - 1>(o, first, key, count, st, w);
+    }
+  }
+
+  template <int Rows>
+  void score_block(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, T* st,
+                   const Scratch& w) const {
+    P acc[Rows][NP];
+    outer_block<Rows, T>(acc, p_.k + o.k + key * p_.k_row, p_.k_row, p_.k_col, w.qt, W, p_.head_dim);
+    if (p_.mask_kind != MaskKind::none) apply_mask<Rows>(o, first, key, acc);
+    // Causal: key j is hidden from query lane i when j > first + i + offset.
+    const Index diagonal = key + Rows - 1 - first - p_.causal_offset();
+    if (p_.causal != Causal::none && diagonal > 0) {
+      for (int r = 0; r < Rows; ++r) {
+        const T hidden_below = T(key + r - first - p_.causal_offset());  // lanes i < this are hidden
+        for (int p = 0; p < NP; ++p) {
+          const P lane = simd::padd(simd::plset<P>(T(0)), simd::pset1<P>(T(p * lanes)));
+          const P hide = simd::pcmp_lt(lane, simd::pset1<P>(hidden_below));
+          acc[r][p] = simd::pselect(hide, simd::pset1<P>(-std::numeric_limits<T>::infinity()), acc[r][p]);
+        }
+      }
+    }
+    for (int p = 0; p < NP; ++p) {
+      P tile_max = simd::pload<P>(w.tile_max + p * lanes);
+      for (int r = 0; r < Rows; ++r) {
+        simd::pstore(st + r * W + p * lanes, acc[r][p]);
+        tile_max = simd::pmax(tile_max, acc[r][p]);
+      }
+      simd::pstore(w.tile_max + p * lanes, tile_max);
+    }
+  }
+
+  // Adds the mask: the additive values, or −inf where a boolean mask is false.
+  template <int Rows>
+  void apply_mask(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, P (&acc)[Rows][NP]) const {
+    constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+    const Index rows = std::min(W, p_.query_len - first);
+    alignas(64) T lane_values[W];
+    for (int r = 0; r < Rows; ++r) {
+      const Index base = o.mask + first * p_.mask_row + (key + r) * p_.mask_col;
+      if (p_.mask_kind == MaskKind::boolean) {
+        for (Index i = 0; i < rows; ++i) lane_values[i] = p_.bool_mask[base + i * p_.mask_row] ? T(0) : neg_inf;
+      } else {
+        for (Index i = 0; i < rows; ++i) lane_values[i] = p_.additive_mask[base + i * p_.mask_row];
+      }
+      std::fill(lane_values + rows, lane_values + W, T(0));
+      for (int p = 0; p < NP; ++p) acc[r][p] = simd::padd(acc[r][p], simd::pload<P>(lane_values + p * lanes));
+    }
+  }
+
+  // 2b. Online softmax: new maximum, rescale factor, Pᵀ in place of Sᵀ, row sums.
+  void softmax(Index n, const Scratch& w) const {
+    const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
+    for (int p = 0; p < NP; ++p) {
+      const Index lane0 = p * lanes;
+      const P m_old = simd::pload<P>(w.m + lane0);
+      const P m_new = simd::pmax(m_old, simd::pload<P>(w.tile_max + lane0));
+      // Relative to 0 while a row has seen no visible key, so that −inf − (−inf) never occurs.
+      const P m_safe = simd::pselect(simd::pcmp_eq(m_new, neg_inf), simd::pset1<P>(T(0)), m_new);
+      const P alpha = pexp_nonpositive(simd::psub(m_old, m_safe));
+      P sum0 = simd::pset1<P>(T(0)), sum1 = sum0;
+      T* st = w.st + lane0;
+      Index j = 0;
+      for (; j + 2 <= n; j += 2) {
+        const P e0 = pexp_nonpositive(simd::psub(simd::pload<P>(st + j * W), m_safe));
+        const P e1 = pexp_nonpositive(simd::psub(simd::pload<P>(st + (j + 1) * W), m_safe));
+        simd::pstore(st + j * W, e0);
+        simd::pstore(st + (j + 1) * W, e1);
+        sum0 = simd::padd(sum0, e0);
+        sum1 = simd::padd(sum1, e1);
+      }
+      if (j < n) {
+        const P e0 = pexp_nonpositive(simd::psub(simd::pload<P>(st + j * W), m_safe));
+        simd::pstore(st + j * W, e0);
+        sum0 = simd::padd(sum0, e0);
+      }
+      const P l = simd::pmadd(simd::pload<P>(w.l + lane0), alpha, simd::padd(sum0, sum1));
+      simd::pstore(w.l + lane0, l);
+      simd::pstore(w.m + lane0, m_new);
+      simd::pstore(w.alpha + lane0, alpha);
+    }
+  }
+
+  // 2c. Oᵀ = α·Oᵀ + Vᵀ_tile·Pᵀ, R value columns at a time.
+  void accumulate(const typename AttentionProblem<T>::Offsets& o, Index key, Index n, const Scratch& w) const {
+    P alpha[NP];
+    for (int p = 0; p < NP; ++p) alpha[p] = simd::pload<P>(w.alpha + p * lanes);
+    const T* v = p_.v + o.v + key * p_.v_row;
+    Index e = 0;
+    for (; e + R <= p_.value_dim; e += R) value_block<R>(v, e, n, alpha, w);
+    value_rest<R - 1>(v, e, n, alpha, w);
+  }
+
+  template <int Rest>
+  void value_rest(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
+    if constexpr (Rest > 0) {
+      if (p_.value_dim - e == Rest) value_block<Rest>(v, e, n, alpha, w);
+      else value_rest<Rest - 1>(v, e, n, alpha, w);
+    }
+  }
+
+  template <int Rows>
+  void value_block(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
+    P acc[Rows][NP];
+    outer_block<Rows, T>(acc, v + e * p_.v_col, p_.v_col, p_.v_row, w.st, W, n);
+    for (int r = 0; r < Rows; ++r) {
+      T* ot = w.ot + (e + r) * W;
+      for (int p = 0; p < NP; ++p)
+        simd::pstore(ot + p * lanes, simd::pmadd(simd::pload<P>(ot + p * lanes), alpha[p], acc[r][p]));
+    }
+  }
+
+  // 3. O = Oᵀ / l, transposed into the caller's layout; rows that saw no key are zeros.
+  void store(const typename AttentionProblem<T>::Offsets& o, Index first, Index rows, const Scratch& w) const {
+    T* out = p_.out + o.out + first * p_.out_row;
+    for (Index i = 0; i < rows; ++i) {
+      // (A row whose visible scores are all NaN also keeps m = −inf, but its l is NaN.)
+      const bool hidden = w.m[i] == -std::numeric_limits<T>::infinity() && !std::isnan(w.l[i]);
+      const T inv_l = hidden ? T(0) : T(1) / w.l[i];
+      T* row = out + i * p_.out_row;
+      for (Index e = 0; e < p_.value_dim; ++e) row[e * p_.out_col] = w.ot[e * W + i] * inv_l;
+    }
+  }
+
+  const AttentionProblem<T>& p_;
+  Index key_tile_;
+  Index panels_;
+};
+
+/// Floating-point operations of the two products, 2·L·S·(E + Ev) per batch element.
+template <class T>
+double attention_flops(const AttentionProblem<T>& p) {
+  return 2.0 * double(p.batch_count()) * double(p.query_len) * double(p.key_len) * double(p.head_dim + p.value_dim);
+}
+
+/// Runs the fused kernel over every (batch, query panel) task.
+template <class T>
+void flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
+  const FlashAttention<T> kernel(p);
+  const std::size_t bytes = kernel.scratch_bytes();
+  parallel_for(kernel.tasks(), attention_flops(p), workspace, [&](std::ptrdiff_t task) {
+    kernel.run_task(task, static_cast<T*>(thread_scratch(workspace, bytes)));
+  });
+}
+
+}  // namespace qkv::detail
