@@ -5,6 +5,7 @@
 #include "attention.hpp"
 #include "kernel.hpp"
 #include "layers.hpp"
+#include "npy.hpp"
 #include "ops.hpp"
 #include "parallel.hpp"
 #include "print.hpp"
