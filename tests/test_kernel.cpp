@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <type_traits>
 
 #include "reference.hpp"
 #include "test_util.hpp"
@@ -189,6 +190,36 @@ TEST_F(KernelTest, WorkspaceIsIndependentOfKeyLength) {
     bytes[n] = workspace.bytes();
   }
   EXPECT_EQ(bytes[0], bytes[1]);
+}
+
+template <class T>
+class ExpTyped : public ::testing::Test {};
+TYPED_TEST_SUITE(ExpTyped, qkv::test::FloatTypes, qkv::test::FloatTypeNames);
+
+TYPED_TEST(ExpTyped, NonPositiveExpIsAccurateAndZeroWhereMasked) {
+  using T = TypeParam;
+  using P = qkv::detail::Packet<T>;
+  constexpr int lanes = qkv::detail::packet_size<T>;
+  // Relative error against the long-double exponential, lane by lane and in the scalar
+  // form. e^x has condition number |x|: rounding x·log2(e) alone costs eps·|x|, so the
+  // bound is a few eps·(1 + |x|). (In the softmax, large |x| are the negligible weights.)
+  const double eps = std::numeric_limits<T>::epsilon();
+  double worst = 0;  // in units of eps·(1 + |x|)
+  for (int n = 0; n <= 20000; ++n) {
+    const T x = static_cast<T>(-80.0 * n / 20000.0);
+    alignas(64) T in[lanes], out[lanes];
+    for (int l = 0; l < lanes; ++l) in[l] = x;
+    qkv::detail::simd::pstore(out, qkv::detail::pexp_nonpositive(qkv::detail::simd::pload<P>(in)));
+    const long double ref = std::exp(static_cast<long double>(x));
+    const double relative = static_cast<double>(std::abs((out[0] - ref) / ref));
+    worst = std::max(worst, relative / (eps * (1.0 - static_cast<double>(x))));
+    ASSERT_EQ(out[lanes - 1], out[0]);
+    ASSERT_EQ(qkv::detail::exp_nonpositive(x), out[0]);
+  }
+  EXPECT_LE(worst, 4.0);
+  EXPECT_EQ(qkv::detail::exp_nonpositive(-std::numeric_limits<T>::infinity()), T(0));
+  EXPECT_EQ(qkv::detail::exp_nonpositive(T(-1e6)), T(0));
+  EXPECT_EQ(qkv::detail::exp_nonpositive(T(0)), T(1));
 }
 
 TEST(Threads, SetNumThreadsRejectsNegative) {

@@ -34,7 +34,8 @@ inline constexpr int vector_registers = 16;
 /// epsilon), and 2^n put straight into the exponent bits. Clamping x at -127 makes the
 /// biased exponent 0, so the result is +0: a masked score contributes nothing. This is
 /// about half the cost of Eigen's pexp, which also handles x > 0 and denormals.
-/// For double (and scalars): Eigen's pexp(x·ln 2), accurate to an ulp or two.
+/// For double (and scalars): Eigen's pexp(x·ln 2), accurate to an ulp or two, and 0
+/// below 2^-1100.
 template <class P>
 EIGEN_STRONG_INLINE P pexp2_nonpositive(const P& x) {
   using T = typename simd::unpacket_traits<P>::type;
@@ -52,7 +53,10 @@ EIGEN_STRONG_INLINE P pexp2_nonpositive(const P& x) {
     p = simd::pmadd(p, f, simd::pset1<P>(1.0f));
     return simd::pldexp_fast_impl<P>::run(p, n);
   } else {
-    return simd::pexp(simd::pmul(x, simd::pset1<P>(T(0.69314718055994530942))));
+    // pexp saturates at its smallest result instead of reaching 0; a masked score (−inf)
+    // must contribute exactly nothing.
+    const P e = simd::pexp(simd::pmul(x, simd::pset1<P>(T(0.69314718055994530942))));
+    return simd::pselect(simd::pcmp_lt(x, simd::pset1<P>(T(-1100))), simd::pset1<P>(T(0)), e);
   }
 }
 
