@@ -76,6 +76,7 @@ class ForcePath {
     config.naive_max_flops = path == Path::naive ? std::numeric_limits<double>::infinity() : -1.0;
     config.decode_max_rows = path == Path::decode ? std::numeric_limits<Index>::max() : -1;
     config.key_tile = 5;      // not a multiple of any register block
+    config.query_panels = 2;  // panels sharing key tiles, and a last group of one
     config.decode_chunk = 3;  // many chunks to combine
   }
   ~ForcePath() { qkv::detail::kernel_config() = saved_; }

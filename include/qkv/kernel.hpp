@@ -5,7 +5,8 @@
 // Shapes (per batch/head element): Q (L, E), K (S, E), V (S, Ev), O (L, Ev), any strides.
 //
 // Algorithm. The queries are cut into panels of W = packets·lanes rows (48 floats on
-// AVX-512), which live transposed in the vector lanes; each panel is one task.
+// AVX-512), which live transposed in the vector lanes. A task takes a few panels that
+// walk the key tiles together, so each K/V tile is read from memory once for all of them.
 //   1. Pack Qᵀ (E, W), pre-multiplied by the scale.
 //   2. For each key tile of T_k keys (causal: only tiles some row of the panel can see):
 //      a. Sᵀ (T_k, W) = K_tile · Qᵀ, a register block of R keys × W queries at a time,
@@ -23,9 +24,10 @@
 //
 // FLOPs: 2·L·S·E for Q·Kᵀ plus 2·L·S·Ev for P·V (4·L·S·E when Ev = E), half with causal,
 // plus O(L·S) for the softmax. K and V are read in place, once per query panel.
-// Memory: per thread Qᵀ, Oᵀ and one Sᵀ/Pᵀ tile, (E + Ev + T_k)·W elements — O(tile),
-// independent of S; T_k is chosen so that they fit in the L1/L2 caches.
-// Threads: tasks are (batch·heads × query panels), heaviest (causal: last) panels first,
+// Memory: per thread and panel Qᵀ and Oᵀ, plus one Sᵀ/Pᵀ tile: (G·(E + Ev) + T_k)·W
+// elements for G panels per task — O(tile), independent of S; T_k and G follow from
+// the L1 and L2 sizes.
+// Threads: tasks are (batch·heads × groups of query panels), heaviest (causal: last) first,
 // handed out dynamically. Each output row is computed by one task with the same tiling
 // whatever the thread count, so results are bitwise identical for any thread count.
 #pragma once
@@ -55,6 +57,7 @@ struct FlashBlocking {
 /// Tunables, settable by tests to force small tiles and the fused path on small inputs.
 struct KernelConfig {
   Index key_tile = 0;           // keys per tile; 0 = from the cache sizes
+  Index query_panels = 0;       // query panels per task (at most 8); 0 = from the cache sizes
   Index decode_chunk = 256;     // keys per split-key decode task (fixed: results must not
                                 // depend on the thread count)
   Index decode_max_rows = 4;    // query rows up to which the split-key decode kernel runs
@@ -81,8 +84,10 @@ Index flash_key_tile(Index head_dim, Index value_dim) {
 }
 
 // acc[r][p] = Σ_{t < n} b[r·b_r + t·b_t] · a[t·a_t + p·lanes]: an outer-product block,
-// R broadcast scalars against `packets` aligned packets per step.
-template <int R, class T>
+// R broadcast scalars against `packets` aligned packets per step. UnitR says b_r == 1
+// (P·V with contiguous value rows): one pointer then serves all R broadcasts, where R
+// row pointers would spill general-purpose registers.
+template <int R, bool UnitR, class T>
 EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[R][FlashBlocking<T>::packets], const T* b, Index b_r,
                                      Index b_t, const T* a, Index a_t, Index n) {
   constexpr int NP = FlashBlocking<T>::packets, lanes = FlashBlocking<T>::lanes;
@@ -95,7 +100,7 @@ EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[R][FlashBlocking<T>::packe
     for (int p = 0; p < NP; ++p) x[p] = simd::pload<Packet<T>>(a + p * lanes);
     const Index bt = t * b_t;
     for (int r = 0; r < R; ++r) {
-      const Packet<T> y = simd::pset1<Packet<T>>(rows[r][bt]);
+      const Packet<T> y = simd::pset1<Packet<T>>(UnitR ? b[bt + r] : rows[r][bt]);
       for (int p = 0; p < NP; ++p) acc[r][p] = simd::pmadd(y, x[p], acc[r][p]);
     }
   }
@@ -110,56 +115,84 @@ class FlashAttention {
   static constexpr Index W = B::width;
 
  public:
-  explicit FlashAttention(const AttentionProblem<T>& p)
+  /// `threads`: how many threads will share the tasks; it sets how many query panels
+  /// one task takes, not how any row is computed.
+  FlashAttention(const AttentionProblem<T>& p, int threads)
       : p_(p), key_tile_(flash_key_tile<T>(p.head_dim, p.value_dim)),
-        panels_((p.query_len + W - 1) / W) {}
+        panels_((p.query_len + W - 1) / W), group_(panels_per_task(threads)),
+        groups_((panels_ + group_ - 1) / group_) {}
 
-  Index tasks() const noexcept { return p_.batch_count() * panels_; }
+  Index tasks() const noexcept { return p_.batch_count() * groups_; }
 
   /// Scratch bytes one task needs.
   std::size_t scratch_bytes() const noexcept {
-    return sizeof(T) * static_cast<std::size_t>((p_.head_dim + p_.value_dim + key_tile_ + 4) * W + W);
+    return sizeof(T) * static_cast<std::size_t>(group_ * panel_scratch() + key_tile_ * W);
   }
 
-  /// Task t: panels in descending order (the causal ones with most keys first), then batch.
+  /// Task t: groups of panels in descending order (under causal masking the last rows
+  /// see the most keys, so the longest tasks start first), then batch.
   void run_task(Index task, T* scratch) const {
-    const Index panel = panels_ - 1 - task / p_.batch_count();
-    run_panel(task % p_.batch_count(), panel * W, scratch);
+    const Index group = groups_ - 1 - task / p_.batch_count();
+    run_panels(task % p_.batch_count(), group * group_, std::min(group_, panels_ - group * group_), scratch);
   }
 
  private:
+  static constexpr Index max_group = 8;
+
   struct Scratch {
     T *qt, *ot, *st, *m, *l, *alpha, *tile_max;
   };
 
-  Scratch carve(T* s) const {
+  // Panels that share each K/V tile while it is in cache: as many as fit their Qᵀ and Oᵀ
+  // in half of L2, fewer when there would be under 4 tasks per thread.
+  Index panels_per_task(int threads) const {
+    const Index fit = (static_cast<Index>(Eigen::l2CacheSize()) / 2) / (panel_scratch() * Index(sizeof(T)));
+    const Index spread = p_.batch_count() * panels_ / (4 * Index(std::max(threads, 1)));
+    const Index forced = kernel_config().query_panels;
+    return forced > 0 ? std::min(forced, max_group) : std::clamp<Index>(std::min(fit, spread), 1, max_group);
+  }
+
+  Index panel_scratch() const noexcept { return (p_.head_dim + p_.value_dim + 4) * W; }
+
+  Scratch carve(T* s, T* st) const {
     Scratch w;
     w.qt = s, s += p_.head_dim * W;
     w.ot = s, s += p_.value_dim * W;
-    w.st = s, s += key_tile_ * W;
     w.m = s, s += W;
     w.l = s, s += W;
     w.alpha = s, s += W;
     w.tile_max = s;
+    w.st = st;
     return w;
   }
 
-  void run_panel(Index b, Index first, T* scratch) const {
+  // Panels [panel, panel + count) of batch element b, walking the key tiles once.
+  void run_panels(Index b, Index panel, Index count, T* scratch) const {
     const auto o = p_.offsets(b);
-    const Index rows = std::min(W, p_.query_len - first);
-    const Index key_end = p_.visible_keys(first + rows - 1);
-    Scratch w = carve(scratch);
-    pack_queries(o, first, rows, w.qt);
-    std::fill(w.ot, w.ot + p_.value_dim * W, T(0));
-    std::fill(w.m, w.m + W, -std::numeric_limits<T>::infinity());
-    std::fill(w.l, w.l + W, T(0));
-    for (Index key = 0; key < key_end; key += key_tile_) {
-      const Index n = std::min(key_tile_, key_end - key);
-      scores(o, first, key, n, w);
-      softmax(n, w);
-      accumulate(o, key, n, w);
+    Scratch w[max_group];
+    Index first[max_group], rows[max_group], key_end[max_group];
+    Index key_end_all = 0;
+    for (Index k = 0; k < count; ++k) {
+      first[k] = (panel + k) * W;
+      rows[k] = std::min(W, p_.query_len - first[k]);
+      key_end[k] = p_.visible_keys(first[k] + rows[k] - 1);
+      key_end_all = std::max(key_end_all, key_end[k]);
+      w[k] = carve(scratch + k * panel_scratch(), scratch + group_ * panel_scratch());
+      pack_queries(o, first[k], rows[k], w[k].qt);
+      std::fill(w[k].ot, w[k].ot + p_.value_dim * W, T(0));
+      std::fill(w[k].m, w[k].m + W, -std::numeric_limits<T>::infinity());
+      std::fill(w[k].l, w[k].l + W, T(0));
     }
-    store(o, first, rows, w);
+    for (Index key = 0; key < key_end_all; key += key_tile_) {
+      for (Index k = 0; k < count; ++k) {
+        if (key >= key_end[k]) continue;  // causal: tiles wholly above this panel's diagonal
+        const Index n = std::min(key_tile_, key_end[k] - key);
+        scores(o, first[k], key, n, w[k]);
+        softmax(n, w[k]);
+        accumulate(o, key, n, w[k]);
+      }
+    }
+    for (Index k = 0; k < count; ++k) store(o, first[k], rows[k], w[k]);
   }
 
   // 1. Qᵀ, scaled; lanes past the last query row are zero.
@@ -195,7 +228,7 @@ class FlashAttention {
   void score_block(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, T* st,
                    const Scratch& w) const {
     P acc[Rows][NP];
-    outer_block<Rows, T>(acc, p_.k + o.k + key * p_.k_row, p_.k_row, p_.k_col, w.qt, W, p_.head_dim);
+    outer_block<Rows, false, T>(acc, p_.k + o.k + key * p_.k_row, p_.k_row, p_.k_col, w.qt, W, p_.head_dim);
     if (p_.mask_kind != MaskKind::none) apply_mask<Rows>(o, first, key, acc);
     // Causal: key j is hidden from query lane i when j > first + i + offset.
     const Index diagonal = key + Rows - 1 - first - p_.causal_offset();
@@ -291,7 +324,8 @@ class FlashAttention {
   template <int Rows>
   void value_block(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
     P acc[Rows][NP];
-    outer_block<Rows, T>(acc, v + e * p_.v_col, p_.v_col, p_.v_row, w.st, W, n);
+    if (p_.v_col == 1) outer_block<Rows, true, T>(acc, v + e, 1, p_.v_row, w.st, W, n);
+    else outer_block<Rows, false, T>(acc, v + e * p_.v_col, p_.v_col, p_.v_row, w.st, W, n);
     for (int r = 0; r < Rows; ++r) {
       T* ot = w.ot + (e + r) * W;
       for (int p = 0; p < NP; ++p)
@@ -314,6 +348,8 @@ class FlashAttention {
   const AttentionProblem<T>& p_;
   Index key_tile_;
   Index panels_;
+  Index group_;   // query panels per task
+  Index groups_;  // tasks per batch element
 };
 
 /// Floating-point operations of the two products, 2·L·S·(E + Ev) per batch element.
@@ -325,7 +361,7 @@ double attention_flops(const AttentionProblem<T>& p) {
 /// Runs the fused kernel over every (batch, query panel) task.
 template <class T>
 void flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
-  const FlashAttention<T> kernel(p);
+  const FlashAttention<T> kernel(p, get_num_threads());
   const std::size_t bytes = kernel.scratch_bytes();
   parallel_for(kernel.tasks(), attention_flops(p), workspace, [&](std::ptrdiff_t task) {
     kernel.run_task(task, static_cast<T*>(thread_scratch(workspace, bytes)));

@@ -40,8 +40,9 @@ template <class P>
 EIGEN_STRONG_INLINE P pexp2_nonpositive(const P& x) {
   using T = typename simd::unpacket_traits<P>::type;
   if constexpr (std::is_same_v<T, float> && simd::unpacket_traits<P>::size > 1) {
+    using PI = typename simd::unpacket_traits<P>::integer_packet;
     const P clamped = simd::pmax(x, simd::pset1<P>(-127.0f));
-    const P n = simd::pfloor(simd::padd(clamped, simd::pset1<P>(0.5f)));
+    const P n = simd::print(clamped);  // to nearest
     const P f = simd::psub(clamped, n);
     // ln(2)^k / k!, k = 6 .. 1
     P p = simd::pset1<P>(1.5403530393381606e-4f);
@@ -51,7 +52,9 @@ EIGEN_STRONG_INLINE P pexp2_nonpositive(const P& x) {
     p = simd::pmadd(p, f, simd::pset1<P>(2.4022650695910071e-1f));
     p = simd::pmadd(p, f, simd::pset1<P>(6.9314718055994531e-1f));
     p = simd::pmadd(p, f, simd::pset1<P>(1.0f));
-    return simd::pldexp_fast_impl<P>::run(p, n);
+    // n in [-127, 0], so n + 127 is already a valid biased exponent; 0 makes 2^n = +0.
+    const PI biased = simd::pcast<P, PI>(simd::padd(n, simd::pset1<P>(127.0f)));
+    return simd::pmul(p, simd::preinterpret<P>(simd::plogical_shift_left<23>(biased)));
   } else {
     // pexp saturates at its smallest result instead of reaching 0; a masked score (−inf)
     // must contribute exactly nothing.
