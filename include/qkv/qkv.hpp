@@ -6,6 +6,7 @@
 #include "kernel.hpp"
 #include "kv_cache.hpp"
 #include "layers.hpp"
+#include "multi_head_attention.hpp"
 #include "npy.hpp"
 #include "ops.hpp"
 #include "parallel.hpp"
