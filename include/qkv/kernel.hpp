@@ -363,8 +363,8 @@ template <class T>
 void flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
   const FlashAttention<T> kernel(p, get_num_threads());
   const std::size_t bytes = kernel.scratch_bytes();
-  parallel_for(kernel.tasks(), attention_flops(p), workspace, [&](std::ptrdiff_t task) {
-    kernel.run_task(task, static_cast<T*>(thread_scratch(workspace, bytes)));
+  parallel_for(kernel.tasks(), attention_flops(p), workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
+    kernel.run_task(task, static_cast<T*>(scratch));
   });
 }
 

@@ -91,8 +91,9 @@ class AttentionWorkspace {
     return total;
   }
 
-  /// Scratch of the calling OpenMP thread, at least `size` bytes; call prepare() first.
-  void* thread_scratch(std::size_t size) { return per_thread_[detail::thread_index()].reserve(size); }
+  /// Scratch of thread `index` of the kernel's team, at least `size` bytes; call
+  /// prepare() first.
+  void* thread_scratch(int index, std::size_t size) { return per_thread_[static_cast<std::size_t>(index)].reserve(size); }
   /// Scratch shared by the threads of one call (e.g. split-key partial results).
   void* shared_scratch(std::size_t size) { return shared_.reserve(size); }
   /// Makes room for `threads` threads; called by the kernel before its parallel region.
@@ -107,9 +108,10 @@ class AttentionWorkspace {
 
 namespace detail {
 
-/// Scratch of the calling thread: the caller's workspace, else the thread's own.
-inline void* thread_scratch(AttentionWorkspace* workspace, std::size_t bytes) {
-  if (workspace) return workspace->thread_scratch(bytes);
+/// Scratch of thread `index` of a kernel's team: the caller's workspace, else the
+/// thread's own.
+inline void* thread_scratch(AttentionWorkspace* workspace, int index, std::size_t bytes) {
+  if (workspace) return workspace->thread_scratch(index, bytes);
   thread_local ScratchBuffer own;
   return own.reserve(bytes);
 }
@@ -125,23 +127,32 @@ inline void* call_scratch(AttentionWorkspace* workspace, std::size_t bytes) {
 /// costs microseconds, as much as ~10^6 floating-point operations.
 inline constexpr double min_flops_per_thread = 1 << 21;
 
-/// Runs body(task) for task in [0, count) on up to get_num_threads() threads, handing
-/// out tasks one at a time in order (the caller orders them heaviest first). `flops`,
-/// the work of all tasks, caps the threads so that small calls stay on the caller.
+/// Runs body(task, scratch) for task in [0, count) on up to get_num_threads() threads,
+/// handing out tasks one at a time in order (the caller orders them heaviest first).
+/// `scratch` is the running thread's scratch of `scratch_bytes`, which every thread of
+/// the team reserves before its first task, so that a second call of the same size
+/// allocates nothing. `flops`, the work of all tasks, caps the threads so that small
+/// calls stay on the caller.
 template <class Body>
-void parallel_for(std::ptrdiff_t count, double flops, AttentionWorkspace* workspace, Body&& body) {
+void parallel_for(std::ptrdiff_t count, double flops, AttentionWorkspace* workspace, std::size_t scratch_bytes,
+                  Body&& body) {
   const double useful = std::max(1.0, flops / min_flops_per_thread);
   const int threads = static_cast<int>(
       std::min<double>({static_cast<double>(get_num_threads()), static_cast<double>(count), useful}));
   if (workspace) workspace->prepare(std::max(threads, 1));
 #ifdef _OPENMP
   if (threads > 1) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (std::ptrdiff_t task = 0; task < count; ++task) body(task);
+#pragma omp parallel num_threads(threads)
+    {
+      void* scratch = thread_scratch(workspace, thread_index(), scratch_bytes);
+#pragma omp for schedule(dynamic, 1)
+      for (std::ptrdiff_t task = 0; task < count; ++task) body(task, scratch);
+    }
     return;
   }
 #endif
-  for (std::ptrdiff_t task = 0; task < count; ++task) body(task);
+  void* scratch = thread_scratch(workspace, 0, scratch_bytes);  // 0 even inside a caller's team
+  for (std::ptrdiff_t task = 0; task < count; ++task) body(task, scratch);
 }
 
 }  // namespace detail

@@ -195,11 +195,11 @@ void split_key_decode(const AttentionProblem<T>& p, Index chunk, AttentionWorksp
   const std::size_t bytes = kernel.scratch_bytes();
   const double flops = 2.0 * double(p.batch_count()) * double(p.query_len) * double(p.key_len) *
                        double(p.head_dim + p.value_dim);
-  parallel_for(kernel.tasks(), flops, workspace, [&](std::ptrdiff_t task) {
-    kernel.run_task(task, partial, static_cast<T*>(thread_scratch(workspace, bytes)));
+  parallel_for(kernel.tasks(), flops, workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
+    kernel.run_task(task, partial, static_cast<T*>(scratch));
   });
   const double combine_flops = 2.0 * double(kernel.rows()) * double(kernel.chunks()) * double(p.value_dim);
-  parallel_for(kernel.rows(), combine_flops, workspace, [&](std::ptrdiff_t r) { kernel.combine(r, partial); });
+  parallel_for(kernel.rows(), combine_flops, workspace, 0, [&](std::ptrdiff_t r, void*) { kernel.combine(r, partial); });
 }
 
 }  // namespace qkv::detail
