@@ -57,7 +57,7 @@ struct FlashBlocking {
 /// Tunables, settable by tests to force small tiles and the fused path on small inputs.
 struct KernelConfig {
   Index key_tile = 0;           // keys per tile; 0 = from the cache sizes
-  Index query_panels = 0;       // query panels per task (at most 8); 0 = from the cache sizes
+  Index query_panels = 0;       // query panels per task (at most 32); 0 = from the cache sizes
   Index decode_chunk = 256;     // keys per split-key decode task (fixed: results must not
                                 // depend on the thread count)
   Index decode_max_rows = 4;    // query rows up to which the split-key decode kernel runs
@@ -137,7 +137,7 @@ class FlashAttention {
   }
 
  private:
-  static constexpr Index max_group = 8;
+  static constexpr Index max_group = 32;
 
   struct Scratch {
     T *qt, *ot, *st, *m, *l, *alpha, *tile_max;
