@@ -383,10 +383,13 @@ TYPED_TEST(LayersTest, WithoutNeedWeightsTheWeightsStayEmpty) {
     const auto with = f.m.forward(f.batch, causal);
     const auto without = f.m.forward(f.batch, causal, /*need_weights=*/false);
     EXPECT_TRUE(without.weights.empty());
-    EXPECT_TRUE(qkv::equal(without.output, with.output));
+    // The weights come from the plain loop and the output alone from the fused kernel:
+    // the same function, rounded differently (the kernel's exp is within 2 eps).
+    const double tolerance = 16 * std::numeric_limits<T>::epsilon();
+    EXPECT_TRUE(qkv::allclose(without.output, with.output, tolerance, tolerance));
     const auto cross = f.m.forward(f.x, f.x_kv, causal, /*need_weights=*/false);
     EXPECT_TRUE(cross.weights.empty());
-    EXPECT_TRUE(qkv::equal(cross.output, f.m.forward(f.x, f.x_kv, causal).output));
+    EXPECT_TRUE(qkv::allclose(cross.output, f.m.forward(f.x, f.x_kv, causal).output, tolerance, tolerance));
   }
 }
 

@@ -61,7 +61,7 @@ struct KernelConfig {
   Index decode_chunk = 256;     // keys per split-key decode task (fixed: results must not
                                 // depend on the thread count)
   Index decode_max_rows = 4;    // query rows up to which the split-key decode kernel runs
-  double naive_max_flops = 1 << 15;  // below this, the plain loop is faster than any set-up
+  double naive_max_flops = 0;   // up to this, the plain loop (tests force it for everything)
 };
 
 inline KernelConfig& kernel_config() {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The textbook attention loop, one query row at a time: scores, mask, row softmax,
 // weighted sum of values. It is the readable reference beside the fused kernel, the
-// path that returns the weights, and the fastest path for tiny inputs.
+// path that returns the weights.
 #pragma once
 
 #include <algorithm>
@@ -47,17 +47,28 @@ template <class T>
 void naive_attention(const AttentionProblem<T>& p, T* weights) {
   // The calling thread's reusable scratch: tiny calls (the notebooks' 6 × 3) must not pay
   // for an allocation.
-  thread_local std::vector<T> buffer;
-  if (buffer.size() < static_cast<std::size_t>(p.key_len)) buffer.resize(static_cast<std::size_t>(p.key_len));
+  // Scores are padded to whole packets, so that the exponentials of a row are a few
+  // packet operations.
+  using P = Packet<T>;
+  constexpr Index lanes = packet_size<T>;
+  const Index padded = (p.key_len + lanes - 1) / lanes * lanes;
+  thread_local std::vector<T, Eigen::aligned_allocator<T>> buffer;
+  if (buffer.size() < static_cast<std::size_t>(padded)) buffer.resize(static_cast<std::size_t>(padded));
   T* scores = buffer.data();
   for (Index b = 0; b < p.batch_count(); ++b) {
     const auto o = p.offsets(b);
     for (Index i = 0; i < p.query_len; ++i) {
       const T row_max = naive_scores(p, o, i, scores);
       const bool hidden = row_max == -std::numeric_limits<T>::infinity();
-      T sum = 0;
-      for (Index j = 0; j < p.key_len; ++j) sum += scores[j] = hidden ? T(0) : exp_nonpositive(scores[j] - row_max);
-      const T inv_sum = hidden ? T(0) : T(1) / sum;
+      std::fill(scores + p.key_len, scores + padded, -std::numeric_limits<T>::infinity());  // e^-inf = 0
+      P sum = simd::pset1<P>(T(0));
+      for (Index j = 0; j < padded; j += lanes) {
+        const P e = hidden ? simd::pset1<P>(T(0))
+                           : pexp_nonpositive(simd::psub(simd::pload<P>(scores + j), simd::pset1<P>(row_max)));
+        simd::pstore(scores + j, e);
+        sum = simd::padd(sum, e);
+      }
+      const T inv_sum = hidden ? T(0) : T(1) / simd::predux(sum);
       for (Index j = 0; j < p.key_len; ++j) scores[j] *= inv_sum;
       if (weights) std::copy(scores, scores + p.key_len, weights + (b * p.query_len + i) * p.key_len);
       // One output element at a time, summed in a register: accumulating whole rows in
