@@ -25,6 +25,8 @@
 
 namespace {
 
+using qkv::test::AllNear;
+
 using qkv::AttentionOptions;
 using qkv::Causal;
 using qkv::Index;
@@ -42,23 +44,6 @@ void ExpectInvalidArgument(F&& f, const std::string& message) {
   } catch (const std::invalid_argument& e) {
     EXPECT_EQ(std::string(e.what()), message);
   }
-}
-
-// |computed - expected| <= tolerance for every element, shapes equal.
-template <class T>
-testing::AssertionResult AllNear(const Tensor<T>& computed, const Tensor<double>& expected, double tolerance) {
-  if (computed.shape() != expected.shape())
-    return testing::AssertionFailure() << "shape " << computed.shape().str() << " != " << expected.shape().str();
-  std::ostringstream failures;
-  failures << std::setprecision(17);
-  for (Index i = 0; i < computed.numel(); ++i) {
-    const double c = static_cast<double>(computed.data()[i]), e = expected.data()[i];
-    if (!(std::abs(c - e) <= tolerance))
-      failures << "\n  element " << i << " of " << computed.shape().str() << ": " << c << " != " << e
-               << ", |difference| " << std::abs(c - e) << " > " << tolerance;
-  }
-  if (failures.str().empty()) return testing::AssertionSuccess();
-  return testing::AssertionFailure() << failures.str();
 }
 
 template <class T>

@@ -28,6 +28,8 @@
 
 namespace {
 
+using qkv::test::AllNear;
+
 using qkv::Causal;
 using qkv::Index;
 using qkv::Shape;
@@ -237,25 +239,6 @@ Bounds TwoComputations(const Mha<T>& m, const Tensor<T>& query, const Tensor<T>&
   const Bounds b = ForwardErrorBound(ToDouble(m), Cast<double>(query), Cast<double>(key), Cast<double>(value),
                                      mask_max, rotated, UnitRoundoff<T>());
   return {2 * b.output, 2 * b.weights};
-}
-
-// |computed - expected| <= tolerance elementwise, shapes equal; NaN expected values (PyTorch
-// on a row that may see no key) are skipped here and checked by the caller.
-template <class T, class U>
-testing::AssertionResult AllNear(const Tensor<T>& computed, const Tensor<U>& expected, double tolerance) {
-  if (computed.shape() != expected.shape())
-    return testing::AssertionFailure() << "shape " << computed.shape().str() << " != " << expected.shape().str();
-  std::ostringstream failures;
-  failures << std::setprecision(17);
-  for (Index i = 0; i < computed.numel(); ++i) {
-    const double c = static_cast<double>(computed.data()[i]), e = static_cast<double>(expected.data()[i]);
-    if (std::isnan(e)) continue;
-    if (!(std::abs(c - e) <= tolerance))
-      failures << "\n  element " << i << " of " << computed.shape().str() << ": " << c << " != " << e
-               << ", |difference| " << std::abs(c - e) << " > " << tolerance;
-  }
-  if (failures.str().empty()) return testing::AssertionSuccess();
-  return testing::AssertionFailure() << failures.str();
 }
 
 template <class T>

@@ -5,9 +5,13 @@
 
 #include <gtest/gtest.h>
 #include <qkv/kernel.hpp>
+#include <qkv/tensor.hpp>
 
+#include <cmath>
 #include <exception>
+#include <iomanip>
 #include <initializer_list>
+#include <sstream>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -34,6 +38,26 @@ template <class E, class F>
     return ::testing::AssertionFailure() << "threw a non-std exception";
   }
   return ::testing::AssertionFailure() << "did not throw";
+}
+
+/// |computed - expected| <= tolerance elementwise, shapes equal. A NaN expected value
+/// (PyTorch on a row that may see no key, where qkv gives zeros) is skipped: the caller
+/// checks those rows.
+template <class T, class U>
+::testing::AssertionResult AllNear(const Tensor<T>& computed, const Tensor<U>& expected, double tolerance) {
+  if (computed.shape() != expected.shape())
+    return ::testing::AssertionFailure() << "shape " << computed.shape().str() << " != " << expected.shape().str();
+  std::ostringstream failures;
+  failures << std::setprecision(17);
+  for (Index i = 0; i < computed.numel(); ++i) {
+    const double c = static_cast<double>(computed.data()[i]), e = static_cast<double>(expected.data()[i]);
+    if (std::isnan(e)) continue;
+    if (!(std::abs(c - e) <= tolerance))
+      failures << "\n  element " << i << " of " << computed.shape().str() << ": " << c << " != " << e
+               << ", |difference| " << std::abs(c - e) << " > " << tolerance;
+  }
+  if (failures.str().empty()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << failures.str();
 }
 
 using FloatTypes = ::testing::Types<float, double>;
