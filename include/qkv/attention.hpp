@@ -212,7 +212,7 @@ void set_output(AttentionProblem<T>& p, TensorView<T> out) {
 template <class T>
 void run_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
   const KernelConfig& config = kernel_config();
-  if (attention_flops(p) <= config.naive_max_flops) naive_attention(p, static_cast<T*>(nullptr));
+  if (p.flops() <= config.naive_max_flops) naive_attention(p, static_cast<T*>(nullptr));
   else if (p.query_len <= config.decode_max_rows) split_key_decode(p, decode_chunk<T>(p.head_dim, p.value_dim), workspace);
   else flash_attention(p, workspace);
 }

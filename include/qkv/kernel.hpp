@@ -364,18 +364,12 @@ class FlashAttention {
   Index groups_;  // tasks per batch element
 };
 
-/// Floating-point operations of the two products, 2·L·S·(E + Ev) per batch element.
-template <class T>
-double attention_flops(const AttentionProblem<T>& p) {
-  return 2.0 * double(p.batch_count()) * double(p.query_len) * double(p.key_len) * double(p.head_dim + p.value_dim);
-}
-
 /// Runs the fused kernel over every (batch, query panel) task.
 template <class T>
 void flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
   const FlashAttention<T> kernel(p, get_num_threads());
   const std::size_t bytes = kernel.scratch_bytes();
-  parallel_for(kernel.tasks(), attention_flops(p), workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
+  parallel_for(kernel.tasks(), p.flops(), workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
     kernel.run_task(task, static_cast<T*>(scratch));
   });
 }

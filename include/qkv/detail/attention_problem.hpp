@@ -56,6 +56,11 @@ struct AttentionProblem {
 
   Index batch_count() const noexcept { return batch.numel(); }
 
+  /// Floating-point operations of the two products, 2·L·S·(E + Ev) per batch element.
+  double flops() const noexcept {
+    return 2.0 * double(batch_count()) * double(query_len) * double(key_len) * double(head_dim + value_dim);
+  }
+
   /// Key j is visible to query row i iff j <= i + causal_offset() (and the mask allows).
   Index causal_offset() const noexcept {
     switch (causal) {

@@ -193,9 +193,7 @@ void split_key_decode(const AttentionProblem<T>& p, Index chunk, AttentionWorksp
   const SplitKeyDecode<T> kernel(p, chunk);
   T* partial = static_cast<T*>(call_scratch(workspace, kernel.partial_bytes()));
   const std::size_t bytes = kernel.scratch_bytes();
-  const double flops = 2.0 * double(p.batch_count()) * double(p.query_len) * double(p.key_len) *
-                       double(p.head_dim + p.value_dim);
-  parallel_for(kernel.tasks(), flops, workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
+  parallel_for(kernel.tasks(), p.flops(), workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
     kernel.run_task(task, partial, static_cast<T*>(scratch));
   });
   const double combine_flops = 2.0 * double(kernel.rows()) * double(kernel.chunks()) * double(p.value_dim);
