@@ -8,14 +8,17 @@
 // AVX-512), which live transposed in the vector lanes. A task takes a few panels that
 // walk the key tiles together, so each K/V tile is read from memory once for all of them.
 //   1. Pack Qᵀ (E, W), pre-multiplied by the scale.
-//   2. For each key tile of T_k keys (causal: only tiles some row of the panel can see):
+//   2. For each key tile of T_k keys (causal: only tiles some row of the panel can see),
+//      V_tile copied once for all the task's panels into blocks of R value columns:
 //      a. Sᵀ (T_k, W) = K_tile · Qᵀ, a register block of R keys × W queries at a time,
 //         each step one K element broadcast against `packets` lanes of Qᵀ. The causal
 //         diagonal and the attention mask are applied here, on tiles that need them.
-//      b. Online softmax: m' = max(m, max_k Sᵀ), α = e^(m − m'), Pᵀ = e^(Sᵀ − m'),
-//         l = α·l + Σ_k Pᵀ. Queries are lanes, so every reduction is vertical. e^x is
-//         computed as 2^(x·log2 e) with a short polynomial; subtracting m' before the
-//         conversion keeps close logits exact, as in the textbook formula.
+//      b. Online softmax, on each block while it is still in registers: Pᵀ = e^(Sᵀ − m),
+//         l += Σ_k Pᵀ, with the reference m raised (m' = max(m, block max), α = e^(m − m')
+//         rescaling l and the tile's earlier rows) only when a score exceeds it by more
+//         than 5, as FlashAttention-4 does. Queries are lanes, so every reduction is
+//         vertical. e^x is computed as 2^(x·log2 e) with a short polynomial; subtracting m
+//         before the conversion keeps close logits exact, as in the textbook formula.
 //      c. Oᵀ (Ev, W) = α·Oᵀ + Vᵀ_tile · Pᵀ, a block of R value columns × W queries,
 //         each step one V element broadcast against a row of Pᵀ.
 //   3. O = (Oᵀ / l)ᵀ, written to the caller's strides. A row that may see no key keeps
@@ -23,10 +26,10 @@
 //      scores are taken relative to 0 instead of −inf, so e^(−inf) = 0, not NaN.
 //
 // FLOPs: 2·L·S·E for Q·Kᵀ plus 2·L·S·Ev for P·V (4·L·S·E when Ev = E), half with causal,
-// plus O(L·S) for the softmax. K and V are read in place, once per query panel.
-// Memory: per thread and panel Qᵀ and Oᵀ, plus one Sᵀ/Pᵀ tile: (G·(E + Ev) + T_k)·W
-// elements for G panels per task — O(tile), independent of S; T_k and G follow from
-// the L1 and L2 sizes.
+// plus O(L·S) for the softmax. K is read in place and V copied, once per task of G panels.
+// Memory: per thread and panel Qᵀ and Oᵀ, plus one Sᵀ/Pᵀ tile and one V tile:
+// (G·(E + Ev) + T_k)·W + T_k·Ev elements for G panels per task — O(tile), independent
+// of S; T_k and G follow from the L1 and L2 sizes.
 // Threads: tasks are (batch·heads × groups of query panels), heaviest (causal: last) first,
 // handed out dynamically. Each output row is computed by one task with the same tiling
 // whatever the thread count, so results are bitwise identical for any thread count.
@@ -138,7 +141,7 @@ class FlashAttention {
 
   /// Scratch bytes one task needs.
   std::size_t scratch_bytes() const noexcept {
-    return sizeof(T) * static_cast<std::size_t>(group_ * panel_scratch() + key_tile_ * W);
+    return sizeof(T) * static_cast<std::size_t>(group_ * panel_scratch() + key_tile_ * W + packed_values_size());
   }
 
   /// Task t: groups of panels in descending order (under causal masking the last rows
@@ -150,9 +153,12 @@ class FlashAttention {
 
  private:
   static constexpr Index max_group = 32;
+  // How far above the reference a score may be taken without raising it: Pᵀ then stays
+  // below e^5 ≈ 148, far from overflow in l even for float and billions of keys.
+  static constexpr double max_growth = 5;
 
   struct Scratch {
-    T *qt, *ot, *st, *m, *l, *alpha, *tile_max;
+    T *qt, *ot, *st, *m, *l, *alpha;
   };
 
   // Panels that share each K/V tile while it is in cache: as many as fit their Qᵀ and Oᵀ
@@ -164,7 +170,11 @@ class FlashAttention {
     return forced > 0 ? std::min(forced, max_group) : std::clamp<Index>(std::min(fit, spread), 1, max_group);
   }
 
-  Index panel_scratch() const noexcept { return (p_.head_dim + p_.value_dim + 4) * W; }
+  Index panel_scratch() const noexcept { return (p_.head_dim + p_.value_dim + 3) * W; }
+  Index packed_values_size() const noexcept { return (p_.value_dim + R - 1) / R * value_block_stride(); }
+  // One cache line more than a block, so that the blocks a row of V is copied into do not
+  // all fall in one cache set (key_tile·R·sizeof(T) is often a multiple of 4 KiB).
+  Index value_block_stride() const noexcept { return key_tile_ * R + 64 / Index(sizeof(T)); }
 
   Scratch carve(T* s, T* st) const {
     Scratch w;
@@ -172,8 +182,7 @@ class FlashAttention {
     w.ot = s, s += p_.value_dim * W;
     w.m = s, s += W;
     w.l = s, s += W;
-    w.alpha = s, s += W;
-    w.tile_max = s;
+    w.alpha = s;
     w.st = st;
     return w;
   }
@@ -184,6 +193,7 @@ class FlashAttention {
     Scratch w[max_group];
     Index first[max_group], rows[max_group], key_end[max_group];
     Index key_end_all = 0;
+    T* packed_values = scratch + group_ * panel_scratch() + key_tile_ * W;
     for (Index k = 0; k < count; ++k) {
       first[k] = (panel + k) * W;
       rows[k] = std::min(W, p_.query_len - first[k]);
@@ -196,15 +206,29 @@ class FlashAttention {
       std::fill(w[k].l, w[k].l + W, T(0));
     }
     for (Index key = 0; key < key_end_all; key += key_tile_) {
+      pack_values(o, key, std::min(key_tile_, key_end_all - key), packed_values);
+      const Index next = key + key_tile_, next_n = std::clamp<Index>(key_end_all - next, 0, key_tile_);
       for (Index k = 0; k < count; ++k) {
+        prefetch_keys_values(o, next + k * next_n / count, next + (k + 1) * next_n / count);
         if (key >= key_end[k]) continue;  // causal: tiles wholly above this panel's diagonal
         const Index n = std::min(key_tile_, key_end[k] - key);
         scores(o, first[k], key, n, w[k]);
-        softmax(n, w[k]);
-        accumulate(o, key, n, w[k]);
+        accumulate(packed_values, n, w[k]);
       }
     }
     for (Index k = 0; k < count; ++k) store(o, first[k], rows[k], w[k]);
+  }
+
+  // Asks for keys [begin, end) of K and V ahead of their tile, a slice per panel of the
+  // tile before, so that the next tile's first panel does not wait on memory.
+  void prefetch_keys_values(const typename AttentionProblem<T>::Offsets& o, Index begin, Index end) const {
+    constexpr Index line = 64 / Index(sizeof(T));
+    for (Index t = begin; t < end; ++t) {
+      const T* k = p_.k + o.k + t * p_.k_row;
+      const T* v = p_.v + o.v + t * p_.v_row;
+      for (Index e = 0; e < p_.head_dim; e += line) simd::prefetch(k + e * p_.k_col);
+      for (Index e = 0; e < p_.value_dim; e += line) simd::prefetch(v + e * p_.v_col);
+    }
   }
 
   // 1. Qᵀ, scaled; lanes past the last query row are zero.
@@ -217,27 +241,26 @@ class FlashAttention {
     }
   }
 
-  // 2a. Sᵀ tile with its masks, and the tile's maximum per query.
+  // 2a. Pᵀ tile: scores with their masks, exponentiated block by block (2b).
   void scores(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index n,
               const Scratch& w) const {
-    for (int p = 0; p < NP; ++p)
-      simd::pstore(w.tile_max + p * lanes, simd::pset1<P>(-std::numeric_limits<T>::infinity()));
+    for (int p = 0; p < NP; ++p) simd::pstore(w.alpha + p * lanes, simd::pset1<P>(T(1)));
     Index j = 0;
-    for (; j + R <= n; j += R) score_block<R>(o, first, key + j, w.st + j * W, w);
-    score_rest<R - 1>(o, first, key + j, n - j, w.st + j * W, w);
+    for (; j + R <= n; j += R) score_block<R>(o, first, key + j, j, w);
+    score_rest<R - 1>(o, first, key + j, j, n - j, w);
   }
 
   template <int Rest>
-  void score_rest(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index count, T* st,
+  void score_rest(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index done, Index count,
                   const Scratch& w) const {
     if constexpr (Rest > 0) {
-      if (count == Rest) score_block<Rest>(o, first, key, st, w);
-      else score_rest<Rest - 1>(o, first, key, count, st, w);
+      if (count == Rest) score_block<Rest>(o, first, key, done, w);
+      else score_rest<Rest - 1>(o, first, key, done, count, w);
     }
   }
 
   template <int Rows>
-  void score_block(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, T* st,
+  void score_block(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index done,
                    const Scratch& w) const {
     P acc[Rows][NP];
     outer_block<Rows, false, T>(acc, p_.k + o.k + key * p_.k_row, p_.k_row, p_.k_col, w.qt, W, p_.head_dim);
@@ -254,14 +277,7 @@ class FlashAttention {
         }
       }
     }
-    for (int p = 0; p < NP; ++p) {
-      P tile_max = simd::pload<P>(w.tile_max + p * lanes);
-      for (int r = 0; r < Rows; ++r) {
-        simd::pstore(st + r * W + p * lanes, acc[r][p]);
-        tile_max = simd::pmax(tile_max, acc[r][p]);
-      }
-      simd::pstore(w.tile_max + p * lanes, tile_max);
-    }
+    exponentiate<Rows>(acc, done, w);
   }
 
   // Adds the mask: the additive values, or −inf where a boolean mask is false.
@@ -282,62 +298,81 @@ class FlashAttention {
     }
   }
 
-  // 2b. Online softmax: new maximum, rescale factor, Pᵀ in place of Sᵀ, row sums.
-  void softmax(Index n, const Scratch& w) const {
+  // 2b. Online softmax, on the block of scores still in registers: Pᵀ = e^(Sᵀ − m), l += Σ Pᵀ.
+  // The reference m is raised only when a score exceeds it by more than max_growth
+  // (lazily, as FlashAttention-4): then α = e^(m − m') rescales l, the block rows already
+  // written in this tile and, through `alpha`, Oᵀ. The first block of a row always raises
+  // it; later ones rarely do, so the tile costs no separate pass over Sᵀ for its maximum.
+  template <int Rows>
+  void exponentiate(P (&acc)[Rows][NP], Index done, const Scratch& w) const {
     const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
     for (int p = 0; p < NP; ++p) {
-      const Index lane0 = p * lanes;
-      const P m_old = simd::pload<P>(w.m + lane0);
-      const P m_new = simd::pmax(m_old, simd::pload<P>(w.tile_max + lane0));
+      P block_max = acc[0][p];
+      for (int r = 1; r < Rows; ++r) block_max = simd::pmax(block_max, acc[r][p]);
+      P m = simd::pload<P>(w.m + p * lanes);
+      if (simd::predux_any(simd::pcmp_lt(simd::padd(m, simd::pset1<P>(T(max_growth))), block_max)))
+        m = raise_reference(p, m, block_max, done, w);
       // Relative to 0 while a row has seen no visible key, so that −inf − (−inf) never occurs.
-      const P m_safe = simd::pselect(simd::pcmp_eq(m_new, neg_inf), simd::pset1<P>(T(0)), m_new);
-      const P alpha = pexp_nonpositive(simd::psub(m_old, m_safe));
-      P sum0 = simd::pset1<P>(T(0)), sum1 = sum0;
-      T* st = w.st + lane0;
-      Index j = 0;
-      for (; j + 2 <= n; j += 2) {
-        const P e0 = pexp_nonpositive(simd::psub(simd::pload<P>(st + j * W), m_safe));
-        const P e1 = pexp_nonpositive(simd::psub(simd::pload<P>(st + (j + 1) * W), m_safe));
-        simd::pstore(st + j * W, e0);
-        simd::pstore(st + (j + 1) * W, e1);
-        sum0 = simd::padd(sum0, e0);
-        sum1 = simd::padd(sum1, e1);
+      const P m_safe = simd::pselect(simd::pcmp_eq(m, neg_inf), simd::pset1<P>(T(0)), m);
+      P sum = simd::pload<P>(w.l + p * lanes);
+      T* st = w.st + done * W + p * lanes;
+      for (int r = 0; r < Rows; ++r) {
+        const P e = pexp_clamped(simd::psub(acc[r][p], m_safe));
+        simd::pstore(st + r * W, e);
+        sum = simd::padd(sum, e);
       }
-      if (j < n) {
-        const P e0 = pexp_nonpositive(simd::psub(simd::pload<P>(st + j * W), m_safe));
-        simd::pstore(st + j * W, e0);
-        sum0 = simd::padd(sum0, e0);
-      }
-      const P l = simd::pmadd(simd::pload<P>(w.l + lane0), alpha, simd::padd(sum0, sum1));
-      simd::pstore(w.l + lane0, l);
-      simd::pstore(w.m + lane0, m_new);
-      simd::pstore(w.alpha + lane0, alpha);
+      simd::pstore(w.l + p * lanes, sum);
+    }
+  }
+
+  // m' = max(m, block maximum) for packet p of the panel; returns m'.
+  P raise_reference(int p, const P& m, const P& block_max, Index done, const Scratch& w) const {
+    const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
+    const P m_new = simd::pmax(m, block_max);
+    const P m_new_safe = simd::pselect(simd::pcmp_eq(m_new, neg_inf), simd::pset1<P>(T(0)), m_new);
+    const P alpha = pexp_clamped(simd::psub(m, m_new_safe));
+    T* st = w.st + p * lanes;
+    for (Index j = 0; j < done; ++j) simd::pstore(st + j * W, simd::pmul(simd::pload<P>(st + j * W), alpha));
+    simd::pstore(w.l + p * lanes, simd::pmul(simd::pload<P>(w.l + p * lanes), alpha));
+    simd::pstore(w.alpha + p * lanes, simd::pmul(simd::pload<P>(w.alpha + p * lanes), alpha));
+    simd::pstore(w.m + p * lanes, m_new);
+    return m_new;
+  }
+
+  // V_tile, copied once per tile for all panels of the task into blocks of R value columns,
+  // each R × n with the columns of a key adjacent: the value blocks of the P·V product
+  // then read whole cache lines in order, where V's rows would give them R of E columns.
+  void pack_values(const typename AttentionProblem<T>::Offsets& o, Index key, Index n, T* packed) const {
+    const T* v = p_.v + o.v + key * p_.v_row;
+    const Index stride = value_block_stride();
+    const Index full = p_.v_col == 1 ? p_.value_dim / R * R : 0;  // columns copied as whole vectors
+    for (Index t = 0; t < n; ++t, v += p_.v_row) {  // row by row: V is read in memory order
+      for (Index e = 0; e < full; e += R) std::copy_n(v + e, R, packed + e / R * stride + t * R);
+      for (Index e = full; e < p_.value_dim; ++e) packed[e / R * stride + t * R + e % R] = v[e * p_.v_col];
     }
   }
 
   // 2c. Oᵀ = α·Oᵀ + Vᵀ_tile·Pᵀ, R value columns at a time.
-  void accumulate(const typename AttentionProblem<T>::Offsets& o, Index key, Index n, const Scratch& w) const {
+  void accumulate(const T* packed_values, Index n, const Scratch& w) const {
     P alpha[NP];
     for (int p = 0; p < NP; ++p) alpha[p] = simd::pload<P>(w.alpha + p * lanes);
-    const T* v = p_.v + o.v + key * p_.v_row;
     Index e = 0;
-    for (; e + R <= p_.value_dim; e += R) value_block<R>(v, e, n, alpha, w);
-    value_rest<R - 1>(v, e, n, alpha, w);
+    for (; e + R <= p_.value_dim; e += R) value_block<R>(packed_values + e / R * value_block_stride(), e, n, alpha, w);
+    value_rest<R - 1>(packed_values + e / R * value_block_stride(), e, n, alpha, w);
   }
 
   template <int Rest>
-  void value_rest(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
+  void value_rest(const T* block, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
     if constexpr (Rest > 0) {
-      if (p_.value_dim - e == Rest) value_block<Rest>(v, e, n, alpha, w);
-      else value_rest<Rest - 1>(v, e, n, alpha, w);
+      if (p_.value_dim - e == Rest) value_block<Rest>(block, e, n, alpha, w);
+      else value_rest<Rest - 1>(block, e, n, alpha, w);
     }
   }
 
   template <int Rows>
-  void value_block(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
+  void value_block(const T* block, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
     P acc[Rows][NP];
-    if (p_.v_col == 1) outer_block<Rows, true, T>(acc, v + e, 1, p_.v_row, w.st, W, n);
-    else outer_block<Rows, false, T>(acc, v + e * p_.v_col, p_.v_col, p_.v_row, w.st, W, n);
+    outer_block<Rows, true, T>(acc, block, 1, R, w.st, W, n);
     for (int r = 0; r < Rows; ++r) {
       T* ot = w.ot + (e + r) * W;
       for (int p = 0; p < NP; ++p)

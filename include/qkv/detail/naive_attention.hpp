@@ -64,7 +64,7 @@ void naive_attention(const AttentionProblem<T>& p, T* weights) {
       P sum = simd::pset1<P>(T(0));
       for (Index j = 0; j < padded; j += lanes) {
         const P e = hidden ? simd::pset1<P>(T(0))
-                           : pexp_nonpositive(simd::psub(simd::pload<P>(scores + j), simd::pset1<P>(row_max)));
+                           : pexp_clamped(simd::psub(simd::pload<P>(scores + j), simd::pset1<P>(row_max)));
         simd::pstore(scores + j, e);
         sum = simd::padd(sum, e);
       }

@@ -27,17 +27,18 @@ inline constexpr int vector_registers = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
 inline constexpr int vector_registers = 16;
 #endif
 
-/// 2^x for x <= 0, lane by lane; -inf and anything below -127 give exactly 0.
+/// 2^x lane by lane for x <= 127 (the softmax calls it with x <= 8); -inf and anything
+/// below -127 give exactly 0.
 ///
 /// For float: 2^x = 2^n · 2^f with n = round(x) and f in [-1/2, 1/2], 2^f by its Taylor
 /// polynomial of degree 6 (relative error < 1.2e-7 on that interval, below float's
 /// epsilon), and 2^n put straight into the exponent bits. Clamping x at -127 makes the
 /// biased exponent 0, so the result is +0: a masked score contributes nothing. This is
-/// about half the cost of Eigen's pexp, which also handles x > 0 and denormals.
+/// about half the cost of Eigen's pexp, which also handles large x and denormals.
 /// For double (and scalars): Eigen's pexp(x·ln 2), accurate to an ulp or two, and 0
 /// below 2^-1100.
 template <class P>
-EIGEN_STRONG_INLINE P pexp2_nonpositive(const P& x) {
+EIGEN_STRONG_INLINE P pexp2_clamped(const P& x) {
   using T = typename simd::unpacket_traits<P>::type;
   if constexpr (std::is_same_v<T, float> && simd::unpacket_traits<P>::size > 1) {
     using PI = typename simd::unpacket_traits<P>::integer_packet;
@@ -52,7 +53,7 @@ EIGEN_STRONG_INLINE P pexp2_nonpositive(const P& x) {
     p = simd::pmadd(p, f, simd::pset1<P>(2.4022650695910071e-1f));
     p = simd::pmadd(p, f, simd::pset1<P>(6.9314718055994531e-1f));
     p = simd::pmadd(p, f, simd::pset1<P>(1.0f));
-    // n in [-127, 0], so n + 127 is already a valid biased exponent; 0 makes 2^n = +0.
+    // n in [-127, 127], so n + 127 is already a valid biased exponent; 0 makes 2^n = +0.
     const PI biased = simd::pcast<P, PI>(simd::padd(n, simd::pset1<P>(127.0f)));
     return simd::pmul(p, simd::preinterpret<P>(simd::plogical_shift_left<23>(biased)));
   } else {
@@ -63,24 +64,24 @@ EIGEN_STRONG_INLINE P pexp2_nonpositive(const P& x) {
   }
 }
 
-/// e^x for x <= 0 as 2^(x·log2 e); -inf and anything below -88 (float) give exactly 0.
+/// e^x for x <= 88 as 2^(x·log2 e); -inf and anything below -88 (float) give exactly 0.
 template <class P>
-EIGEN_STRONG_INLINE P pexp_nonpositive(const P& x) {
+EIGEN_STRONG_INLINE P pexp_clamped(const P& x) {
   using T = typename simd::unpacket_traits<P>::type;
-  return pexp2_nonpositive(simd::pmul(x, simd::pset1<P>(T(1.4426950408889634074))));
+  return pexp2_clamped(simd::pmul(x, simd::pset1<P>(T(1.4426950408889634074))));
 }
 
-/// Scalar 2^x for x <= 0 with the same rounding as the packet version's lanes.
+/// Scalar 2^x with the same rounding as the packet version's lanes.
 template <class T>
-EIGEN_STRONG_INLINE T exp2_nonpositive(T x) {
-  if constexpr (packet_size<T> > 1) return simd::pfirst(pexp2_nonpositive(simd::pset1<Packet<T>>(x)));
-  else return pexp2_nonpositive(x);
+EIGEN_STRONG_INLINE T exp2_clamped(T x) {
+  if constexpr (packet_size<T> > 1) return simd::pfirst(pexp2_clamped(simd::pset1<Packet<T>>(x)));
+  else return pexp2_clamped(x);
 }
 
-/// Scalar e^x for x <= 0, rounded as the lanes of pexp_nonpositive.
+/// Scalar e^x, rounded as the lanes of pexp_clamped.
 template <class T>
-EIGEN_STRONG_INLINE T exp_nonpositive(T x) {
-  return exp2_nonpositive(x * T(1.4426950408889634074));
+EIGEN_STRONG_INLINE T exp_clamped(T x) {
+  return exp2_clamped(x * T(1.4426950408889634074));
 }
 
 }  // namespace qkv::detail

@@ -82,7 +82,7 @@ class SplitKeyDecode {
     for (Index c = 0; c < chunks_; ++c) {
       const T* pc = part + c * partial_size();
       if (pc[0] == -std::numeric_limits<T>::infinity()) continue;
-      const T weight = exp_nonpositive(pc[0] - m);
+      const T weight = exp_clamped(pc[0] - m);
       l += weight * pc[1];
       for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] += weight * pc[2 + e];
     }
@@ -147,12 +147,12 @@ class SplitKeyDecode {
     P sum = simd::pset1<P>(T(0));
     Index j = 0;
     for (; j + lanes <= n; j += lanes) {
-      const P e = pexp_nonpositive(simd::psub(simd::pload<P>(scores + j), mp));
+      const P e = pexp_clamped(simd::psub(simd::pload<P>(scores + j), mp));
       simd::pstore(scores + j, e);
       sum = simd::padd(sum, e);
     }
     T total = lanes > 1 ? simd::predux(sum) : simd::pfirst(sum);
-    for (; j < n; ++j) total += scores[j] = exp_nonpositive(scores[j] - m);
+    for (; j < n; ++j) total += scores[j] = exp_clamped(scores[j] - m);
     return total;
   }
 
