@@ -277,7 +277,7 @@ class FlashAttention {
         }
       }
     }
-    exponentiate<Rows>(acc, done, w);
+    exponentiate<Rows>(acc, first, done, w);
   }
 
   // Adds the mask: the additive values, or −inf where a boolean mask is false.
@@ -304,9 +304,14 @@ class FlashAttention {
   // written in this tile and, through `alpha`, Oᵀ. The first block of a row always raises
   // it; later ones rarely do, so the tile costs no separate pass over Sᵀ for its maximum.
   template <int Rows>
-  void exponentiate(P (&acc)[Rows][NP], Index done, const Scratch& w) const {
+  void exponentiate(P (&acc)[Rows][NP], Index first, Index done, const Scratch& w) const {
     const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
+    const Index live = (std::min(W, p_.query_len - first) + lanes - 1) / lanes;  // packets with rows
     for (int p = 0; p < NP; ++p) {
+      if (p >= live) {  // past the last query (a short last panel): zeros for the P·V product
+        for (int r = 0; r < Rows; ++r) simd::pstore(w.st + (done + r) * W + p * lanes, simd::pset1<P>(T(0)));
+        continue;
+      }
       P block_max = acc[0][p];
       for (int r = 1; r < Rows; ++r) block_max = simd::pmax(block_max, acc[r][p]);
       P m = simd::pload<P>(w.m + p * lanes);
@@ -329,12 +334,15 @@ class FlashAttention {
   P raise_reference(int p, const P& m, const P& block_max, Index done, const Scratch& w) const {
     const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
     const P m_new = simd::pmax(m, block_max);
-    const P m_new_safe = simd::pselect(simd::pcmp_eq(m_new, neg_inf), simd::pset1<P>(T(0)), m_new);
-    const P alpha = pexp_clamped(simd::psub(m, m_new_safe));
-    T* st = w.st + p * lanes;
-    for (Index j = 0; j < done; ++j) simd::pstore(st + j * W, simd::pmul(simd::pload<P>(st + j * W), alpha));
-    simd::pstore(w.l + p * lanes, simd::pmul(simd::pload<P>(w.l + p * lanes), alpha));
-    simd::pstore(w.alpha + p * lanes, simd::pmul(simd::pload<P>(w.alpha + p * lanes), alpha));
+    // While every row has seen only hidden keys, l, Oᵀ and the tile's rows are all zero.
+    if (simd::predux_any(simd::pcmp_lt(neg_inf, m))) {
+      const P m_new_safe = simd::pselect(simd::pcmp_eq(m_new, neg_inf), simd::pset1<P>(T(0)), m_new);
+      const P alpha = pexp_clamped(simd::psub(m, m_new_safe));
+      T* st = w.st + p * lanes;
+      for (Index j = 0; j < done; ++j) simd::pstore(st + j * W, simd::pmul(simd::pload<P>(st + j * W), alpha));
+      simd::pstore(w.l + p * lanes, simd::pmul(simd::pload<P>(w.l + p * lanes), alpha));
+      simd::pstore(w.alpha + p * lanes, simd::pmul(simd::pload<P>(w.alpha + p * lanes), alpha));
+    }
     simd::pstore(w.m + p * lanes, m_new);
     return m_new;
   }
@@ -346,9 +354,13 @@ class FlashAttention {
     const T* v = p_.v + o.v + key * p_.v_row;
     const Index stride = value_block_stride();
     const Index full = p_.v_col == 1 ? p_.value_dim / R * R : 0;  // columns copied as whole vectors
-    for (Index t = 0; t < n; ++t, v += p_.v_row) {  // row by row: V is read in memory order
-      for (Index e = 0; e < full; e += R) std::copy_n(v + e, R, packed + e / R * stride + t * R);
-      for (Index e = full; e < p_.value_dim; ++e) packed[e / R * stride + t * R + e % R] = v[e * p_.v_col];
+    for (Index t = 0; t < n; ++t)  // row by row: V is read in memory order
+      for (Index e = 0; e < full; e += R) std::copy_n(v + t * p_.v_row + e, R, packed + e / R * stride + t * R);
+    for (Index e = full; e < p_.value_dim; e += R) {  // the rest, element by element
+      T* block = packed + e / R * stride;
+      const Index columns = std::min<Index>(R, p_.value_dim - e);
+      for (Index t = 0; t < n; ++t)
+        for (Index c = 0; c < columns; ++c) block[t * R + c] = v[t * p_.v_row + (e + c) * p_.v_col];
     }
   }
 
