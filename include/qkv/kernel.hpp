@@ -207,9 +207,7 @@ class FlashAttention {
     }
     for (Index key = 0; key < key_end_all; key += key_tile_) {
       pack_values(o, key, std::min(key_tile_, key_end_all - key), packed_values);
-      const Index next = key + key_tile_, next_n = std::clamp<Index>(key_end_all - next, 0, key_tile_);
       for (Index k = 0; k < count; ++k) {
-        prefetch_keys_values(o, next + k * next_n / count, next + (k + 1) * next_n / count);
         if (key >= key_end[k]) continue;  // causal: tiles wholly above this panel's diagonal
         const Index n = std::min(key_tile_, key_end[k] - key);
         scores(o, first[k], key, n, w[k]);
@@ -217,18 +215,6 @@ class FlashAttention {
       }
     }
     for (Index k = 0; k < count; ++k) store(o, first[k], rows[k], w[k]);
-  }
-
-  // Asks for keys [begin, end) of K and V ahead of their tile, a slice per panel of the
-  // tile before, so that the next tile's first panel does not wait on memory.
-  void prefetch_keys_values(const typename AttentionProblem<T>::Offsets& o, Index begin, Index end) const {
-    constexpr Index line = 64 / Index(sizeof(T));
-    for (Index t = begin; t < end; ++t) {
-      const T* k = p_.k + o.k + t * p_.k_row;
-      const T* v = p_.v + o.v + t * p_.v_row;
-      for (Index e = 0; e < p_.head_dim; e += line) simd::prefetch(k + e * p_.k_col);
-      for (Index e = 0; e < p_.value_dim; e += line) simd::prefetch(v + e * p_.v_col);
-    }
   }
 
   // 1. Qᵀ, scaled; lanes past the last query row are zero.
