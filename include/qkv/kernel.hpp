@@ -8,8 +8,7 @@
 // AVX-512), which live transposed in the vector lanes. A task takes a few panels that
 // walk the key tiles together, so each K/V tile is read from memory once for all of them.
 //   1. Pack Qᵀ (E, W), pre-multiplied by the scale.
-//   2. For each key tile of T_k keys (causal: only tiles some row of the panel can see),
-//      V_tile copied once for all the task's panels into blocks of R value columns:
+//   2. For each key tile of T_k keys (causal: only tiles some row of the panel can see):
 //      a. Sᵀ (T_k, W) = K_tile · Qᵀ, a register block of R keys × W queries at a time,
 //         each step one K element broadcast against `packets` lanes of Qᵀ. The causal
 //         diagonal and the attention mask are applied here, on tiles that need them.
@@ -26,10 +25,10 @@
 //      scores are taken relative to 0 instead of −inf, so e^(−inf) = 0, not NaN.
 //
 // FLOPs: 2·L·S·E for Q·Kᵀ plus 2·L·S·Ev for P·V (4·L·S·E when Ev = E), half with causal,
-// plus O(L·S) for the softmax. K is read in place and V copied, once per task of G panels.
-// Memory: per thread and panel Qᵀ and Oᵀ, plus one Sᵀ/Pᵀ tile and one V tile:
-// (G·(E + Ev) + T_k)·W + T_k·Ev elements for G panels per task — O(tile), independent
-// of S; T_k and G follow from the L1 and L2 sizes.
+// plus O(L·S) for the softmax. K and V are read in place, once per task of G panels.
+// Memory: per thread and panel Qᵀ and Oᵀ, plus one Sᵀ/Pᵀ tile: (G·(E + Ev) + T_k)·W
+// elements for G panels per task — O(tile), independent of S; T_k and G follow from
+// the L1 and L2 sizes.
 // Threads: tasks are (batch·heads × groups of query panels), heaviest (causal: last) first,
 // handed out dynamically. Each output row is computed by one task with the same tiling
 // whatever the thread count, so results are bitwise identical for any thread count.
@@ -141,7 +140,7 @@ class FlashAttention {
 
   /// Scratch bytes one task needs.
   std::size_t scratch_bytes() const noexcept {
-    return sizeof(T) * static_cast<std::size_t>(group_ * panel_scratch() + key_tile_ * W + packed_values_size());
+    return sizeof(T) * static_cast<std::size_t>(group_ * panel_scratch() + key_tile_ * W);
   }
 
   /// Task t: groups of panels in descending order (under causal masking the last rows
@@ -171,10 +170,6 @@ class FlashAttention {
   }
 
   Index panel_scratch() const noexcept { return (p_.head_dim + p_.value_dim + 3) * W; }
-  Index packed_values_size() const noexcept { return (p_.value_dim + R - 1) / R * value_block_stride(); }
-  // One cache line more than a block, so that the blocks a row of V is copied into do not
-  // all fall in one cache set (key_tile·R·sizeof(T) is often a multiple of 4 KiB).
-  Index value_block_stride() const noexcept { return key_tile_ * R + 64 / Index(sizeof(T)); }
 
   Scratch carve(T* s, T* st) const {
     Scratch w;
@@ -193,7 +188,6 @@ class FlashAttention {
     Scratch w[max_group];
     Index first[max_group], rows[max_group], key_end[max_group];
     Index key_end_all = 0;
-    T* packed_values = scratch + group_ * panel_scratch() + key_tile_ * W;
     for (Index k = 0; k < count; ++k) {
       first[k] = (panel + k) * W;
       rows[k] = std::min(W, p_.query_len - first[k]);
@@ -206,12 +200,11 @@ class FlashAttention {
       std::fill(w[k].l, w[k].l + W, T(0));
     }
     for (Index key = 0; key < key_end_all; key += key_tile_) {
-      pack_values(o, key, std::min(key_tile_, key_end_all - key), packed_values);
       for (Index k = 0; k < count; ++k) {
         if (key >= key_end[k]) continue;  // causal: tiles wholly above this panel's diagonal
         const Index n = std::min(key_tile_, key_end[k] - key);
         scores(o, first[k], key, n, w[k]);
-        accumulate(packed_values, n, w[k]);
+        accumulate(o, key, n, w[k]);
       }
     }
     for (Index k = 0; k < count; ++k) store(o, first[k], rows[k], w[k]);
@@ -333,44 +326,29 @@ class FlashAttention {
     return m_new;
   }
 
-  // V_tile, copied once per tile for all panels of the task into blocks of R value columns,
-  // each R × n with the columns of a key adjacent: the value blocks of the P·V product
-  // then read whole cache lines in order, where V's rows would give them R of E columns.
-  void pack_values(const typename AttentionProblem<T>::Offsets& o, Index key, Index n, T* packed) const {
-    const T* v = p_.v + o.v + key * p_.v_row;
-    const Index stride = value_block_stride();
-    const Index full = p_.v_col == 1 ? p_.value_dim / R * R : 0;  // columns copied as whole vectors
-    for (Index t = 0; t < n; ++t)  // row by row: V is read in memory order
-      for (Index e = 0; e < full; e += R) std::copy_n(v + t * p_.v_row + e, R, packed + e / R * stride + t * R);
-    for (Index e = full; e < p_.value_dim; e += R) {  // the rest, element by element
-      T* block = packed + e / R * stride;
-      const Index columns = std::min<Index>(R, p_.value_dim - e);
-      for (Index t = 0; t < n; ++t)
-        for (Index c = 0; c < columns; ++c) block[t * R + c] = v[t * p_.v_row + (e + c) * p_.v_col];
-    }
-  }
-
   // 2c. Oᵀ = α·Oᵀ + Vᵀ_tile·Pᵀ, R value columns at a time.
-  void accumulate(const T* packed_values, Index n, const Scratch& w) const {
+  void accumulate(const typename AttentionProblem<T>::Offsets& o, Index key, Index n, const Scratch& w) const {
     P alpha[NP];
     for (int p = 0; p < NP; ++p) alpha[p] = simd::pload<P>(w.alpha + p * lanes);
+    const T* v = p_.v + o.v + key * p_.v_row;
     Index e = 0;
-    for (; e + R <= p_.value_dim; e += R) value_block<R>(packed_values + e / R * value_block_stride(), e, n, alpha, w);
-    value_rest<R - 1>(packed_values + e / R * value_block_stride(), e, n, alpha, w);
+    for (; e + R <= p_.value_dim; e += R) value_block<R>(v, e, n, alpha, w);
+    value_rest<R - 1>(v, e, n, alpha, w);
   }
 
   template <int Rest>
-  void value_rest(const T* block, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
+  void value_rest(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
     if constexpr (Rest > 0) {
-      if (p_.value_dim - e == Rest) value_block<Rest>(block, e, n, alpha, w);
-      else value_rest<Rest - 1>(block, e, n, alpha, w);
+      if (p_.value_dim - e == Rest) value_block<Rest>(v, e, n, alpha, w);
+      else value_rest<Rest - 1>(v, e, n, alpha, w);
     }
   }
 
   template <int Rows>
-  void value_block(const T* block, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
+  void value_block(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
     P acc[Rows][NP];
-    outer_block<Rows, true, T>(acc, block, 1, R, w.st, W, n);
+    if (p_.v_col == 1) outer_block<Rows, true, T>(acc, v + e, 1, p_.v_row, w.st, W, n);
+    else outer_block<Rows, false, T>(acc, v + e * p_.v_col, p_.v_col, p_.v_row, w.st, W, n);
     for (int r = 0; r < Rows; ++r) {
       T* ot = w.ot + (e + r) * W;
       for (int p = 0; p < NP; ++p)
