@@ -50,22 +50,20 @@ class Shape {
   }
 
   void push_back(Index d) {
-    check_rank(rank_ + 1);
-    if (d < 0)
-      throw std::invalid_argument("qkv::Shape: negative size " + std::to_string(d));
+    if (rank_ >= max_rank || d < 0) throw_bad_push(d);
     dims_[rank_++] = d;
   }
 
   /// The shape without its first `n` dimensions (`drop_front(1)` of [2,3,4] is [3,4]).
   Shape drop_front(int n = 1) const {
     Shape s;
-    for (int i = n; i < rank_; ++i) s.push_back(dims_[i]);
+    for (int i = n > 0 ? n : 0; i < rank_; ++i) s.dims_[s.rank_++] = dims_[i];
     return s;
   }
   /// The first `n` dimensions.
   Shape front(int n) const {
     Shape s;
-    for (int i = 0; i < n && i < rank_; ++i) s.push_back(dims_[i]);
+    for (int i = 0; i < n && i < rank_; ++i) s.dims_[s.rank_++] = dims_[i];
     return s;
   }
 
@@ -88,6 +86,10 @@ class Shape {
   friend bool operator!=(const Shape& a, const Shape& b) noexcept { return !(a == b); }
 
  private:
+  [[noreturn]] void throw_bad_push(Index d) const {
+    check_rank(rank_ + 1);
+    throw std::invalid_argument("qkv::Shape: negative size " + std::to_string(d));
+  }
   static void check_rank(Index rank) {
     if (rank > max_rank)
       throw std::invalid_argument("qkv::Shape: rank " + std::to_string(rank) +

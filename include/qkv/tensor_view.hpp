@@ -21,11 +21,15 @@ namespace qkv {
 
 namespace detail {
 
+[[noreturn]] inline void throw_dim_out_of_range(const char* fn, int dim, int rank) {
+  throw std::out_of_range(std::string(fn) + ": dimension " + std::to_string(dim) + " out of range for rank " +
+                          std::to_string(rank));
+}
+
+// Kept apart from its throw so that it inlines: every size(-1) on the hot path calls it.
 inline int wrap_dim(const char* fn, int dim, int rank) {
   const int d = dim < 0 ? dim + rank : dim;
-  if (d < 0 || d >= rank)
-    throw std::out_of_range(std::string(fn) + ": dimension " + std::to_string(dim) +
-                            " out of range for rank " + std::to_string(rank));
+  if (d < 0 || d >= rank) throw_dim_out_of_range(fn, dim, rank);
   return d;
 }
 
