@@ -284,7 +284,6 @@ class FlashAttention {
   // it; later ones rarely do, so the tile costs no separate pass over Sᵀ for its maximum.
   template <int Rows>
   void exponentiate(P (&acc)[Rows][NP], Index first, Index done, const Scratch& w) const {
-    const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
     const Index live = (std::min(W, p_.query_len - first) + lanes - 1) / lanes;  // packets with rows
     for (int p = 0; p < NP; ++p) {
       if (p >= live) {  // past the last query (a short last panel): zeros for the P·V product
@@ -296,8 +295,7 @@ class FlashAttention {
       P m = simd::pload<P>(w.m + p * lanes);
       if (simd::predux_any(simd::pcmp_lt(simd::padd(m, simd::pset1<P>(T(max_growth))), block_max)))
         m = raise_reference(p, m, block_max, done, w);
-      // Relative to 0 while a row has seen no visible key, so that −inf − (−inf) never occurs.
-      const P m_safe = simd::pselect(simd::pcmp_eq(m, neg_inf), simd::pset1<P>(T(0)), m);
+      const P m_safe = finite_reference(m);
       P sum = simd::pload<P>(w.l + p * lanes);
       T* st = w.st + done * W + p * lanes;
       for (int r = 0; r < Rows; ++r) {
@@ -309,14 +307,20 @@ class FlashAttention {
     }
   }
 
+  // m, or 0 in the lanes of rows that have seen no visible key (m = −inf): scores are taken
+  // relative to it, and −inf − (−inf) would be NaN.
+  static P finite_reference(const P& m) {
+    const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
+    return simd::pselect(simd::pcmp_eq(m, neg_inf), simd::pset1<P>(T(0)), m);
+  }
+
   // m' = max(m, block maximum) for packet p of the panel; returns m'.
   P raise_reference(int p, const P& m, const P& block_max, Index done, const Scratch& w) const {
     const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
     const P m_new = simd::pmax(m, block_max);
     // While every row has seen only hidden keys, l, Oᵀ and the tile's rows are all zero.
     if (simd::predux_any(simd::pcmp_lt(neg_inf, m))) {
-      const P m_new_safe = simd::pselect(simd::pcmp_eq(m_new, neg_inf), simd::pset1<P>(T(0)), m_new);
-      const P alpha = pexp_clamped(simd::psub(m, m_new_safe));
+      const P alpha = pexp_clamped(simd::psub(m, finite_reference(m_new)));
       T* st = w.st + p * lanes;
       for (Index j = 0; j < done; ++j) simd::pstore(st + j * W, simd::pmul(simd::pload<P>(st + j * W), alpha));
       simd::pstore(w.l + p * lanes, simd::pmul(simd::pload<P>(w.l + p * lanes), alpha));
