@@ -17,7 +17,9 @@
 // operations (the two products), a causal one half that; decode reports GB/s of K and V read.
 // Inputs are uniform in [-1, 1), as ggml's. Each qkv case is checked once against the
 // unfused formula before it is timed (max|diff| <= 1e-4·max|ref|), and the program stops
-// if it is wrong. Google Benchmark's flags all work (--benchmark_filter, _min_time, ...);
+// if it is wrong. qkv's cases stand by the median of `qkv_repetitions` repetitions, as
+// ggml_fa_bench reports its median: on a shared machine one repetition can land on a
+// slow second (the limits are best-of-N, the unfused formula one repetition). Google Benchmark's flags all work (--benchmark_filter, _min_time, ...);
 // the summary covers what ran. Flags of its own:
 //   --qkv_ggml_output=FILE   the output of ../shared/peer/ggml_fa_bench, whose figures are
 //                            then put beside qkv's (bench/compare_with_ggml.sh does this)
@@ -468,6 +470,14 @@ benchmark::internal::Benchmark* add(const std::string& name, Fn&& fn) {
   return benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn));
 }
 
+constexpr int qkv_repetitions = 5;
+
+/// A qkv case: timed `qkv_repetitions` times; the summary takes their median.
+template <class Fn>
+benchmark::internal::Benchmark* add_repeated(const std::string& name, Fn&& fn) {
+  return add(name, std::forward<Fn>(fn))->Repetitions(qkv_repetitions)->DisplayAggregatesOnly(true);
+}
+
 void register_limits() {
   for (int threads : {1, 2}) {
     const std::string t = "/threads:" + std::to_string(threads);
@@ -497,7 +507,7 @@ void register_prefill(const char* prefix, const Case& c, std::vector<int> thread
   const std::string unfused = single_head ? "BM_unfused_1head" : "BM_unfused_formula";
   for (int threads : thread_counts) {
     const std::string name = sdpa + args_name(c, threads);
-    add(name, [name, c, threads](benchmark::State& s) { BM_sdpa(s, name, c, threads); })
+    add_repeated(name, [name, c, threads](benchmark::State& s) { BM_sdpa(s, name, c, threads); })
         ->UseRealTime()->Unit(benchmark::kMillisecond);
   }
   for (int threads : thread_counts) {
@@ -527,11 +537,11 @@ void register_benchmarks() {
   const Case decode{32, 1, 4096, 128, false};
   for (int threads : {1, 2}) {
     const std::string name = "BM_decode/threads:" + std::to_string(threads);
-    add(name, [name, decode, threads](benchmark::State& s) { BM_decode(s, name, decode, threads); })
+    add_repeated(name, [name, decode, threads](benchmark::State& s) { BM_decode(s, name, decode, threads); })
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     rows().push_back({Row::decode, "decode L=1 S=4096 E=128 H=32", threads, decode, name, ""});
   }
-  add("BM_notebook", BM_notebook)->UseRealTime()->Unit(benchmark::kNanosecond);
+  add_repeated("BM_notebook", BM_notebook)->UseRealTime()->Unit(benchmark::kNanosecond);
   rows().push_back({Row::notebook, "notebook 003, 6×3, q=k=v=x", 1, Case{1, 6, 6, 3, false}, "BM_notebook", ""});
 }
 
@@ -564,15 +574,15 @@ class CollectingReporter : public benchmark::BenchmarkReporter {
   }
 
  private:
-  // Keyed by the name given at registration (the arguments are part of it). With
-  // --benchmark_repetitions, the mean of the repetitions stands for the case.
+  // Keyed by the name given at registration (the arguments are part of it). Where a case
+  // was repeated, the median of the repetitions stands for it.
   void keep(const Run& run) {
     if (run.error_occurred || run.iterations == 0) return;
-    const bool mean = run.run_type == Run::RT_Aggregate && run.aggregate_name == "mean";
-    if (run.run_type == Run::RT_Aggregate && !mean) return;
+    const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
+    if (run.run_type == Run::RT_Aggregate && !median) return;
     const std::string& name = run.run_name.function_name;
-    if (!mean && means_.count(name)) return;
-    if (mean) means_.insert(name);
+    if (!median && medians_.count(name)) return;
+    if (median) medians_.insert(name);
     Result r;
     r.seconds = run.real_accumulated_time / double(run.iterations);
     for (const auto& [key, counter] : run.counters) r.counters[key] = counter.value;
@@ -581,7 +591,7 @@ class CollectingReporter : public benchmark::BenchmarkReporter {
 
   benchmark::BenchmarkReporter* display_;
   std::map<std::string, Result> results_;
-  std::set<std::string> means_;
+  std::set<std::string> medians_;
 };
 
 /// ggml_fa_bench's figures: (case, kv type, threads) -> GFLOP/s and GB/s, and its limits.
