@@ -19,8 +19,9 @@
 // unfused formula before it is timed (max|diff| <= 1e-4·max|ref|), and the program stops
 // if it is wrong. qkv's cases stand by the median of `qkv_repetitions` repetitions, as
 // ggml_fa_bench reports its median: on a shared machine one repetition can land on a
-// slow second (the limits are best-of-N, the unfused formula one repetition). Google Benchmark's flags all work (--benchmark_filter, _min_time, ...);
-// the summary covers what ran. Flags of its own:
+// slow second (the limits are best-of-N, the unfused formula one repetition). Google
+// Benchmark's flags all work (--benchmark_filter, _min_time, ...); the summary covers
+// what ran. Flags of its own:
 //   --qkv_ggml_output=FILE   the output of ../shared/peer/ggml_fa_bench, whose figures are
 //                            then put beside qkv's (bench/compare_with_ggml.sh does this)
 //   --qkv_fresh_memory       let freed memory go back to the system (glibc's default), so

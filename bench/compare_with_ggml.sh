@@ -43,7 +43,8 @@ if [[ -x $ggml ]]; then
   if [[ $status -eq 0 ]]; then
     qkv_flags=(--qkv_ggml_output="$out/ggml.txt" "${qkv_flags[@]}")
   else
-    echo "== ggml: skipped, $ggml exited with status $status (132: built for another processor)"
+    hint=""; [[ $status -eq 132 ]] && hint=", SIGILL: built for another processor"
+    echo "== ggml: skipped, $ggml exited with status $status$hint"
     rm -f "$out/ggml.txt"
   fi
 else

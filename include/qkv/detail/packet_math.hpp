@@ -27,8 +27,8 @@ inline constexpr int vector_registers = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
 inline constexpr int vector_registers = 16;
 #endif
 
-/// 2^x lane by lane for x <= 127 (the softmax calls it with x <= 8); -inf and anything
-/// below -127 give exactly 0.
+/// 2^x lane by lane for x <= 127 (the softmax calls it with x <= 5·log2 e); -inf and
+/// anything below -127 give exactly 0.
 ///
 /// For float: 2^x = 2^n · 2^f with n = round(x) and f in [-1/2, 1/2], 2^f by its Taylor
 /// polynomial of degree 6 (relative error < 1.2e-7 on that interval, below float's
