@@ -101,7 +101,7 @@ class ForcePath {
     config.decode_max_rows = path == Path::decode ? std::numeric_limits<Index>::max() : -1;
     config.key_tile = 5;      // not a multiple of any register block
     config.query_panels = 2;  // panels sharing key tiles, and a last group of one
-    config.decode_chunk = 3;  // many chunks to combine
+    config.decode_chunk = 9;  // chunks to combine, each read in 4 runs of 2 keys and a leftover
   }
   ~ForcePath() { qkv::detail::kernel_config() = saved_; }
   ForcePath(const ForcePath&) = delete;

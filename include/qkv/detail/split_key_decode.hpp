@@ -7,7 +7,7 @@
 // query row still uses every core:
 //   1. Per task and row: s_j = q·k_j·scale (+ mask) for the chunk's visible keys,
 //      m = max s_j, p_j = e^(s_j − m), l = Σ p_j, o = Σ p_j·v_j — K, then V, read at full
-//      vector width along E. The query heads sharing the key/value head (GQA) run in the
+//      vector width along E, each as 4 interleaved runs of keys (the chunk's quarters). The query heads sharing the key/value head (GQA) run in the
 //      same task, so the chunk is read from memory once and from cache after that.
 //   2. Per row: combine the chunks by their log-sum-exp, M = max m_c,
 //      out = Σ e^(m_c − M)·o_c / Σ e^(m_c − M)·l_c, in chunk order.
@@ -32,6 +32,7 @@ class SplitKeyDecode {
   using P = Packet<T>;
   static constexpr int lanes = packet_size<T>;
   static constexpr int value_packets = 8;  // accumulators of o per pass over the chunk
+  static constexpr int streams = 4;        // runs of keys read at once
 
  public:
   SplitKeyDecode(const AttentionProblem<T>& p, Index chunk)
@@ -107,9 +108,17 @@ class SplitKeyDecode {
     const Index n = last - first;
     const T* qi = p_.q + o.q + i * p_.q_row;
     for (Index e = 0; e < p_.head_dim; ++e) q[e] = qi[e * p_.q_col] * p_.scale;
+    // The keys in `streams` interleaved runs (the quarters of the chunk): one stream alone
+    // leaves part of a core's memory parallelism unused, as a single reader of memory does.
+    const Index run = n / streams;
+    for (Index j = 0; j < run; ++j) {
+      const T* k = p_.k + o.k + (first + j) * p_.k_row;
+      dots<streams>(q, k, run * p_.k_row, scores + j, run);
+    }
+    for (Index j = streams * run; j < n; ++j) dots<1>(q, p_.k + o.k + (first + j) * p_.k_row, 0, scores + j, 0);
     T m = neg_inf;
     for (Index j = 0; j < n; ++j) {
-      T s = dot(q, p_.k + o.k + (first + j) * p_.k_row);
+      T s = scores[j];
       if (p_.mask_kind != MaskKind::none) {
         const Index at = o.mask + i * p_.mask_row + (first + j) * p_.mask_col;
         if (p_.mask_kind == MaskKind::boolean) s = p_.bool_mask[at] ? s : neg_inf;
@@ -124,21 +133,25 @@ class SplitKeyDecode {
     weighted_values(o, first, n, scores, part + 2);
   }
 
-  T dot(const T* q, const T* k) const {
+  // out[s·out_step] = q·k_s for the N keys k_s = k + s·k_step.
+  template <int N>
+  void dots(const T* q, const T* k, Index k_step, T* out, Index out_step) const {
     const Index n = p_.head_dim;
     Index e = 0;
-    T sum = 0;
+    T sum[N] = {};
     if (p_.k_col == 1 && lanes > 1) {
-      P a0 = simd::pset1<P>(T(0)), a1 = a0;
-      for (; e + 2 * lanes <= n; e += 2 * lanes) {
-        a0 = simd::pmadd(simd::pload<P>(q + e), simd::ploadu<P>(k + e), a0);
-        a1 = simd::pmadd(simd::pload<P>(q + e + lanes), simd::ploadu<P>(k + e + lanes), a1);
+      P acc[N];
+      for (int s = 0; s < N; ++s) acc[s] = simd::pset1<P>(T(0));
+      for (; e + lanes <= n; e += lanes) {
+        const P x = simd::pload<P>(q + e);
+        for (int s = 0; s < N; ++s) acc[s] = simd::pmadd(x, simd::ploadu<P>(k + s * k_step + e), acc[s]);
       }
-      for (; e + lanes <= n; e += lanes) a0 = simd::pmadd(simd::pload<P>(q + e), simd::ploadu<P>(k + e), a0);
-      sum = simd::predux(simd::padd(a0, a1));
+      for (int s = 0; s < N; ++s) sum[s] = simd::predux(acc[s]);
     }
-    for (; e < n; ++e) sum += q[e] * k[e * p_.k_col];
-    return sum;
+    for (int s = 0; s < N; ++s) {
+      for (Index r = e; r < n; ++r) sum[s] += q[r] * k[s * k_step + r * p_.k_col];
+      out[s * out_step] = sum[s];
+    }
   }
 
   // scores[j] = e^(scores[j] − m); returns their sum.
@@ -169,13 +182,22 @@ class SplitKeyDecode {
       for (Index j = 0; j < n; ++j) acc[e] += weights[j] * v[j * p_.v_row + e * p_.v_col];
   }
 
+  // The keys in `streams` interleaved runs, as for K.
   template <int Packets>
   void values_block(const T* v, Index n, const T* weights, T* acc) const {
     P sum[Packets];
     for (int p = 0; p < Packets; ++p) sum[p] = simd::pset1<P>(T(0));
-    for (Index j = 0; j < n; ++j, v += p_.v_row) {
+    const Index run = n / streams, run_step = run * p_.v_row;
+    for (Index j = 0; j < run; ++j) {
+      const T* vj = v + j * p_.v_row;
+      for (int s = 0; s < streams; ++s) {
+        const P w = simd::pset1<P>(weights[j + s * run]);
+        for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, simd::ploadu<P>(vj + s * run_step + p * lanes), sum[p]);
+      }
+    }
+    for (Index j = streams * run; j < n; ++j) {
       const P w = simd::pset1<P>(weights[j]);
-      for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, simd::ploadu<P>(v + p * lanes), sum[p]);
+      for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, simd::ploadu<P>(v + j * p_.v_row + p * lanes), sum[p]);
     }
     for (int p = 0; p < Packets; ++p) simd::pstoreu(acc + p * lanes, sum[p]);
   }
