@@ -107,13 +107,17 @@ TEST_F(KernelTest, RisingScoresRaiseTheMaximumInsideATile) {
 
 TEST_F(KernelTest, DecodeIsWithinNormwiseBound) {
   std::mt19937 gen(43);
+  // Value widths 128 and 203 = 128 + 64 + 8 + 3: every pass of the decode kernel's
+  // weighted sum (16, 8 and 1 float packets on AVX2, then scalars).
   for (Index L : {1, 3}) {
-    const auto q = random_tensor<float>({L, 128}, gen), k = random_tensor<float>({5000, 128}, gen);
-    const auto v = random_tensor<float>({5000, 128}, gen);
-    AttentionOptions<float> options;
-    options.causal = Causal::lower_right;
-    const Tensor<float> out = qkv::scaled_dot_product_attention(q, k, v, options);
-    EXPECT_LE(normwise_error(out, eigen_reference(q, k, v, Causal::lower_right)), 1e-5);
+    for (Index Ev : {128, 203}) {
+      const auto q = random_tensor<float>({L, 128}, gen), k = random_tensor<float>({5000, 128}, gen);
+      const auto v = random_tensor<float>({5000, Ev}, gen);
+      AttentionOptions<float> options;
+      options.causal = Causal::lower_right;
+      const Tensor<float> out = qkv::scaled_dot_product_attention(q, k, v, options);
+      EXPECT_LE(normwise_error(out, eigen_reference(q, k, v, Causal::lower_right)), 1e-5) << L << " " << Ev;
+    }
   }
 }
 
