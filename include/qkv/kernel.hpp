@@ -89,10 +89,10 @@ Index decode_chunk(Index head_dim, Index value_dim) {
 
 /// Keys per tile: Sᵀ/Pᵀ (T_k × W) should share L1 with the rows of Qᵀ and Oᵀ in use,
 /// and K_tile, V_tile should stay in L2 while all of the panel's blocks walk them.
-template <class T>
+template <class T, Index W>
 Index flash_key_tile(Index head_dim, Index value_dim) {
   if (kernel_config().key_tile > 0) return kernel_config().key_tile;
-  constexpr Index R = FlashBlocking<T>::rows, W = FlashBlocking<T>::width;
+  constexpr Index R = FlashBlocking<T>::rows;
   const Index l1 = static_cast<Index>(Eigen::l1CacheSize());
   const Index l2 = static_cast<Index>(Eigen::l2CacheSize());
   const Index by_l1 = (l1 / 2) / (W * Index(sizeof(T)));
@@ -102,13 +102,13 @@ Index flash_key_tile(Index head_dim, Index value_dim) {
 }
 
 // acc[r][p] = Σ_{t < n} b[r·b_r + t·b_t] · a[t·a_t + p·lanes]: an outer-product block,
-// R broadcast scalars against `packets` aligned packets per step. UnitR says b_r == 1
+// R broadcast scalars against NP aligned packets per step. UnitR says b_r == 1
 // (P·V with contiguous value rows): one pointer then serves all R broadcasts, where R
 // row pointers would spill general-purpose registers.
-template <int R, bool UnitR, class T>
-EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[R][FlashBlocking<T>::packets], const T* b, Index b_r,
-                                     Index b_t, const T* a, Index a_t, Index n) {
-  constexpr int NP = FlashBlocking<T>::packets, lanes = FlashBlocking<T>::lanes;
+template <int R, int NP, bool UnitR, class T>
+EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[R][NP], const T* b, Index b_r, Index b_t, const T* a,
+                                     Index a_t, Index n) {
+  constexpr int lanes = FlashBlocking<T>::lanes;
   for (int r = 0; r < R; ++r)
     for (int p = 0; p < NP; ++p) acc[r][p] = simd::pset1<Packet<T>>(T(0));
   const T* rows[R];
@@ -124,19 +124,20 @@ EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[R][FlashBlocking<T>::packe
   }
 }
 
-/// The fused forward pass over one AttentionProblem; see the top of this file.
-template <class T>
+/// The fused forward pass over one AttentionProblem; see the top of this file. Panels are
+/// NP packets wide: FlashBlocking's, or one for a few queries (the notebooks' 6).
+template <class T, int NP = FlashBlocking<T>::packets>
 class FlashAttention {
   using P = Packet<T>;
   using B = FlashBlocking<T>;
-  static constexpr int R = B::rows, NP = B::packets, lanes = B::lanes;
-  static constexpr Index W = B::width;
+  static constexpr int R = B::rows, lanes = B::lanes;
+  static constexpr Index W = Index(NP) * lanes;
 
  public:
   /// `threads`: how many threads will share the tasks; it sets how many query panels
   /// one task takes, not how any row is computed.
   FlashAttention(const AttentionProblem<T>& p, int threads)
-      : p_(p), key_tile_(flash_key_tile<T>(p.head_dim, p.value_dim)),
+      : p_(p), key_tile_(flash_key_tile<T, W>(p.head_dim, p.value_dim)),
         panels_((p.query_len + W - 1) / W), group_(panels_per_task(threads)),
         groups_((panels_ + group_ - 1) / group_) {}
 
@@ -255,7 +256,7 @@ class FlashAttention {
   void score_block(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index done,
                    const Scratch& w) const {
     P acc[Rows][NP];
-    outer_block<Rows, false, T>(acc, p_.k + o.k + key * p_.k_row, p_.k_row, p_.k_col, w.qt, W, p_.head_dim);
+    outer_block<Rows, NP, false, T>(acc, p_.k + o.k + key * p_.k_row, p_.k_row, p_.k_col, w.qt, W, p_.head_dim);
     if (p_.mask_kind != MaskKind::none) apply_mask<Rows>(o, first, key, acc);
     // Causal: key j is hidden from query lane i when j > first + i + offset.
     const Index diagonal = key + Rows - 1 - first - p_.causal_offset();
@@ -364,8 +365,8 @@ class FlashAttention {
   template <int Rows>
   void value_block(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
     P acc[Rows][NP];
-    if (p_.v_col == 1) outer_block<Rows, true, T>(acc, v + e, 1, p_.v_row, w.st, W, n);
-    else outer_block<Rows, false, T>(acc, v + e * p_.v_col, p_.v_col, p_.v_row, w.st, W, n);
+    if (p_.v_col == 1) outer_block<Rows, NP, true, T>(acc, v + e, 1, p_.v_row, w.st, W, n);
+    else outer_block<Rows, NP, false, T>(acc, v + e * p_.v_col, p_.v_col, p_.v_row, w.st, W, n);
     for (int r = 0; r < Rows; ++r) {
       T* ot = w.ot + (e + r) * W;
       for (int p = 0; p < NP; ++p)
@@ -393,14 +394,22 @@ class FlashAttention {
   Index groups_;  // tasks per batch element
 };
 
-/// Runs the fused kernel over every (batch, query panel) task.
-template <class T>
-void flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
-  const FlashAttention<T> kernel(p, get_num_threads());
+template <class T, int NP>
+void run_flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
+  const FlashAttention<T, NP> kernel(p, get_num_threads());
   const std::size_t bytes = kernel.scratch_bytes();
   parallel_for(kernel.tasks(), p.flops(), workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
     kernel.run_task(task, static_cast<T*>(scratch));
   });
+}
+
+/// Runs the fused kernel over every (batch, query panel) task. Up to one packet of queries,
+/// panels one packet wide do half the work of FlashBlocking's on lanes without a query.
+/// (Each lane's arithmetic is the same in both, so the results are too.)
+template <class T>
+void flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
+  if (p.query_len <= FlashBlocking<T>::lanes) run_flash_attention<T, 1>(p, workspace);
+  else run_flash_attention<T, FlashBlocking<T>::packets>(p, workspace);
 }
 
 }  // namespace qkv::detail
