@@ -21,13 +21,22 @@ class Shape {
  public:
   static constexpr int max_rank = 8;
 
-  Shape() = default;
+  // Sizes past rank() are never read, so they are neither set nor copied: filling and
+  // copying all eight cost more than the rest of a small attention call's set-up, and
+  // copying with wide loads sizes just stored one by one stalls.
+  Shape() noexcept {}  // user-provided, so that `const Shape s;` stays valid
+  Shape(const Shape& other) noexcept { assign(other.dims_, other.rank_); }
+  Shape& operator=(const Shape& other) noexcept {
+    assign(other.dims_, other.rank_);
+    return *this;
+  }
   Shape(std::initializer_list<Index> dims) {
     check_rank(static_cast<Index>(dims.size()));
     for (Index d : dims) push_back(d);
   }
 
   int rank() const noexcept { return rank_; }
+  /// Unchecked: `i` must be in [0, rank()).
   Index operator[](int i) const noexcept { return dims_[i]; }
   Index& operator[](int i) noexcept { return dims_[i]; }
   /// Size of dimension `i`, counting from the end when negative (`-1` is the last).
@@ -56,14 +65,15 @@ class Shape {
 
   /// The shape without its first `n` dimensions (`drop_front(1)` of [2,3,4] is [3,4]).
   Shape drop_front(int n = 1) const {
+    const int first = n < 0 ? 0 : (n < rank_ ? n : rank_);
     Shape s;
-    for (int i = n > 0 ? n : 0; i < rank_; ++i) s.dims_[s.rank_++] = dims_[i];
+    s.assign(dims_ + first, rank_ - first);
     return s;
   }
   /// The first `n` dimensions.
   Shape front(int n) const {
     Shape s;
-    for (int i = 0; i < n && i < rank_; ++i) s.dims_[s.rank_++] = dims_[i];
+    s.assign(dims_, n < 0 ? 0 : (n < rank_ ? n : rank_));
     return s;
   }
 
@@ -84,6 +94,7 @@ class Shape {
     return true;
   }
   friend bool operator!=(const Shape& a, const Shape& b) noexcept { return !(a == b); }
+  friend Shape contiguous_strides(const Shape& shape);  // sets its rank without copying sizes
 
  private:
   [[noreturn]] void throw_bad_push(Index d) const {
@@ -96,7 +107,24 @@ class Shape {
                                   " exceeds the maximum rank " + std::to_string(max_rank));
   }
 
-  Index dims_[max_rank] = {};
+  // Sets the shape to the `rank` sizes at `dims` (at most max_rank). A switch, not a loop,
+  // which both compilers would turn into a call to memmove (clang++ even when bounded).
+  void assign(const Index* dims, int rank) noexcept {
+    rank_ = rank;
+    switch (rank) {
+      case 8: dims_[7] = dims[7]; [[fallthrough]];
+      case 7: dims_[6] = dims[6]; [[fallthrough]];
+      case 6: dims_[5] = dims[5]; [[fallthrough]];
+      case 5: dims_[4] = dims[4]; [[fallthrough]];
+      case 4: dims_[3] = dims[3]; [[fallthrough]];
+      case 3: dims_[2] = dims[2]; [[fallthrough]];
+      case 2: dims_[1] = dims[1]; [[fallthrough]];
+      case 1: dims_[0] = dims[0]; [[fallthrough]];
+      default: break;
+    }
+  }
+
+  Index dims_[max_rank];  // only the first rank_ are set
   int rank_ = 0;
 };
 
@@ -106,11 +134,12 @@ using Strides = Shape;
 
 /// Row-major (C-order) strides, in elements, of a contiguous tensor of this shape.
 inline Strides contiguous_strides(const Shape& shape) {
-  Strides strides = shape;
+  Strides strides;
+  strides.rank_ = shape.rank_;  // every stride is written below
   Index step = 1;
-  for (int i = shape.rank() - 1; i >= 0; --i) {
-    strides[i] = step;
-    step *= shape[i];
+  for (int i = shape.rank_ - 1; i >= 0; --i) {
+    strides.dims_[i] = step;
+    step *= shape.dims_[i];
   }
   return strides;
 }

@@ -101,6 +101,14 @@ T* copy_nested(std::initializer_list<L> list, T* out) {
 
 }  // namespace detail
 
+template <class T>
+class Tensor;
+
+namespace detail {
+template <class T>
+const TensorView<const T>& const_view(const Tensor<T>& t) noexcept;
+}  // namespace detail
+
 /// \brief An owning, contiguous, row-major tensor.
 /// \tparam T the element type: float, double, or another arithmetic type (bool for masks).
 ///
@@ -122,14 +130,15 @@ class Tensor {
   using View = TensorView<T>;
   using ConstView = TensorView<const T>;
 
-  Tensor() : shape_{0} {}
+  Tensor() = default;  // shape [0], that of a default view_
   /// A tensor of `shape` filled with zeros. (Braces `Tensor<float>{2, 3}` would be the
   /// rank-1 tensor [2., 3.], as torch.tensor([2, 3]); use zeros({2, 3}) for a shape.)
-  explicit Tensor(const Shape& shape) : shape_(shape), data_(detail::allocate_aligned<T>(shape.numel())) {
+  explicit Tensor(const Shape& shape) : data_(detail::allocate_aligned<T>(shape.numel())), view_(data_.get(), shape) {
     std::fill_n(data_.get(), numel(), T(0));
   }
   /// A tensor of `shape` holding a copy of `shape.numel()` elements at `values`.
-  Tensor(const Shape& shape, const T* values) : shape_(shape), data_(detail::allocate_aligned<T>(shape.numel())) {
+  Tensor(const Shape& shape, const T* values)
+      : data_(detail::allocate_aligned<T>(shape.numel())), view_(data_.get(), shape) {
     std::copy_n(values, numel(), data_.get());
   }
   /// A tensor of `shape` holding `values`, which must have `shape.numel()` elements.
@@ -137,7 +146,8 @@ class Tensor {
     std::copy(values.begin(), values.end(), data());  // also std::vector<bool>, which has no data()
   }
   /// A contiguous copy of any view.
-  explicit Tensor(TensorView<const T> view) : shape_(view.shape()), data_(detail::allocate_aligned<T>(view.numel())) {
+  explicit Tensor(TensorView<const T> view)
+      : data_(detail::allocate_aligned<T>(view.numel())), view_(data_.get(), view.shape()) {
     T* out = data_.get();
     detail::for_each_offset(view.shape(), [&](Index offset) { *out++ = view.data()[offset]; }, view.strides());
   }
@@ -148,14 +158,14 @@ class Tensor {
   Tensor(detail::nested_list3<T> values) : Tensor(shape_of(values)) { detail::copy_nested(values, data()); }
   Tensor(detail::nested_list4<T> values) : Tensor(shape_of(values)) { detail::copy_nested(values, data()); }
 
-  Tensor(const Tensor& other) : Tensor(other.shape_, other.data()) {}
-  Tensor(Tensor&& other) noexcept : shape_(std::exchange(other.shape_, Shape{0})), data_(std::move(other.data_)) {}
+  Tensor(const Tensor& other) : Tensor(other.shape(), other.data()) {}
+  Tensor(Tensor&& other) noexcept : data_(std::move(other.data_)), view_(std::exchange(other.view_, ConstView())) {}
   Tensor& operator=(const Tensor& other) {
     if (this != &other) *this = Tensor(other);
     return *this;
   }
   Tensor& operator=(Tensor&& other) noexcept {
-    shape_ = std::exchange(other.shape_, Shape{0});
+    view_ = std::exchange(other.view_, ConstView());
     data_ = std::move(other.data_);
     return *this;
   }
@@ -177,16 +187,16 @@ class Tensor {
   T* end() noexcept { return data() + numel(); }
   const T* begin() const noexcept { return data(); }
   const T* end() const noexcept { return data() + numel(); }
-  const Shape& shape() const noexcept { return shape_; }
-  Strides strides() const { return contiguous_strides(shape_); }
-  int rank() const noexcept { return shape_.rank(); }
-  Index numel() const noexcept { return shape_.numel(); }
+  const Shape& shape() const noexcept { return view_.shape(); }
+  Strides strides() const { return view_.strides(); }
+  int rank() const noexcept { return view_.rank(); }
+  Index numel() const noexcept { return view_.numel(); }
   bool empty() const noexcept { return numel() == 0; }
   /// Size of dimension `dim` (negative counts from the end), as torch.Tensor.size(dim).
-  Index size(int dim) const { return shape_[detail::wrap_dim("qkv::Tensor::size", dim, rank())]; }
+  Index size(int dim) const { return shape()[detail::wrap_dim("qkv::Tensor::size", dim, rank())]; }
 
-  View view() noexcept { return View(data(), shape_); }
-  ConstView view() const noexcept { return ConstView(data(), shape_); }
+  View view() noexcept { return View(data(), shape()); }
+  ConstView view() const noexcept { return view_; }
   operator View() noexcept { return view(); }              // NOLINT(google-explicit-constructor)
   operator ConstView() const noexcept { return view(); }   // NOLINT(google-explicit-constructor)
 
@@ -201,7 +211,7 @@ class Tensor {
   /// The value of a tensor with one element, as torch.Tensor.item().
   T item() const {
     if (numel() != 1)
-      throw std::invalid_argument("qkv::Tensor::item: expected one element, got shape " + shape_.str());
+      throw std::invalid_argument("qkv::Tensor::item: expected one element, got shape " + shape().str());
     return data()[0];
   }
 
@@ -218,7 +228,7 @@ class Tensor {
   Tensor reshape(const Shape& shape) && {
     view().reshape(shape);  // validates the element count
     Tensor t(std::move(*this));
-    t.shape_ = shape;
+    t.view_ = ConstView(t.data(), shape);
     return t;
   }
 
@@ -237,8 +247,12 @@ class Tensor {
   template <class L>
   static Shape shape_of(std::initializer_list<L> values) { return detail::nested_shape(values); }
 
-  Shape shape_;
+  friend const ConstView& detail::const_view<T>(const Tensor& t) noexcept;
+
   std::unique_ptr<T[], detail::AlignedDelete> data_;
+  // The data with its shape and contiguous strides, kept so that reading the tensor
+  // through a const view (every qkv function does) need not build one.
+  ConstView view_;
 };
 
 namespace detail {
@@ -267,7 +281,7 @@ template <class X>
 using enable_if_tensor_t = std::enable_if_t<is_tensor_v<X>>;
 
 template <class T>
-TensorView<const T> const_view(const Tensor<T>& t) noexcept { return t.view(); }
+const TensorView<const T>& const_view(const Tensor<T>& t) noexcept { return t.view_; }
 template <class T>
 TensorView<const T> const_view(TensorView<T> v) noexcept { return v; }
 
