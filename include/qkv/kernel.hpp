@@ -139,7 +139,7 @@ class FlashAttention {
   FlashAttention(const AttentionProblem<T>& p, int threads)
       : p_(p), key_tile_(flash_key_tile<T, W>(p.head_dim, p.value_dim)),
         panels_((p.query_len + W - 1) / W), group_(panels_per_task(threads)),
-        groups_((panels_ + group_ - 1) / group_) {}
+        groups_(group_ == 1 ? panels_ : (panels_ + group_ - 1) / group_) {}
 
   Index tasks() const noexcept { return p_.batch_count() * groups_; }
 
@@ -173,6 +173,7 @@ class FlashAttention {
   // 512 KB L2), E = 128, L = 4096: 64 panels 0.80–0.84 of the FMA peak, 15 (as many as
   // fit Qᵀ and Oᵀ in half of L2) 0.72–0.76.
   Index panels_per_task(int threads) const {
+    if (panels_ <= 1 && kernel_config().query_panels <= 0) return 1;  // no divisions for a small call
     const Index wanted = std::max<Index>(queries_per_task / W, 1);
     const Index spread = p_.batch_count() * panels_ / (4 * Index(std::max(threads, 1)));
     const Index forced = kernel_config().query_panels;
