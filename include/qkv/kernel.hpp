@@ -5,9 +5,9 @@
 // Shapes (per batch/head element): Q (L, E), K (S, E), V (S, Ev), O (L, Ev), any strides.
 //
 // Algorithm. The queries are cut into panels of W = packets·lanes rows (48 floats on
-// AVX-512, 16 on AVX2; one packet when L ≤ lanes), which live transposed in the vector lanes. A task takes a few
-// panels that walk the key tiles together, so each K/V tile is read from memory once for
-// all of them.
+// AVX-512, 16 on AVX2; one packet when L ≤ lanes), which live transposed in the vector
+// lanes. A task takes a few panels that walk the key tiles together, so each K/V tile is
+// read from memory once for all of them.
 //   1. Pack Qᵀ (E, W), pre-multiplied by the scale.
 //   2. For each key tile of T_k keys (causal: only tiles some row of the panel can see):
 //      a. Sᵀ (T_k, W) = K_tile · Qᵀ, a register block of R keys × W queries at a time,

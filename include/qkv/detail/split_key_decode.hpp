@@ -7,8 +7,9 @@
 // query row still uses every core:
 //   1. Per task and row: s_j = q·k_j·scale (+ mask) for the chunk's visible keys,
 //      m = max s_j, p_j = e^(s_j − m), l = Σ p_j, o = Σ p_j·v_j — K, then V, read at full
-//      vector width along E, each as 4 interleaved runs of keys (the chunk's quarters). The query heads sharing the key/value head (GQA) run in the
-//      same task, so the chunk is read from memory once and from cache after that.
+//      vector width along E, each as 4 interleaved runs of keys (the chunk's quarters).
+//      The query heads sharing the key/value head (GQA) run in the same task, so the
+//      chunk is read from memory once and from cache after that.
 //   2. Per row: combine the chunks by their log-sum-exp, M = max m_c,
 //      out = Σ e^(m_c − M)·o_c / Σ e^(m_c − M)·l_c, in chunk order.
 // C does not depend on the thread count, nor does the order of any sum, so results are
