@@ -33,13 +33,12 @@ inline constexpr int vector_registers = 16;
 /// For float: e^x = 2^n · 2^f with n = round(x·log2 e) and f = x·log2 e − n in
 /// [-1/2, 1/2]. One FMA gives x·log2 e + 1.5·2^23 + 127, whose low mantissa bits are
 /// n + 127, shifted into the exponent field as 2^n (no separate round and conversion);
-/// another gives f with a single rounding, so scores that differ by little keep their
-/// difference exactly. 2^f is a degree-5 polynomial with p(0) = 1, fitted for the least
-/// maximum relative error on [-1/2, 1/2] (Lawson's iteration): 9.1e-8 exactly, 1.7e-7
-/// (1.4 epsilons) as evaluated in float, where Taylor's series needs degree 6. Clamping
-/// x at -127·ln 2 makes the biased exponent 0, so the result is +0: a masked score
-/// contributes nothing. This is under half the cost of Eigen's pexp, which also handles
-/// large x and denormals.
+/// another gives f with a single rounding. 2^f is a degree-5 polynomial with p(0) = 1,
+/// fitted for the least maximum relative error on [-1/2, 1/2] by
+/// tools/fit_exp2_polynomial.cpp: 9.1e-8 exactly, 1.7e-7 (1.4 epsilons) as evaluated in
+/// float, where Taylor's series needs degree 6. Clamping x at -127·ln 2 makes the biased
+/// exponent 0, so the result is +0: a masked score contributes nothing. This is under half
+/// the cost of Eigen's pexp, which also handles large x and denormals.
 /// For double (and scalars): Eigen's pexp, accurate to an ulp or two, and 0 below e^-762.
 template <class P>
 EIGEN_STRONG_INLINE P pexp_clamped(const P& x) {
