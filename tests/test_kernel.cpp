@@ -235,8 +235,9 @@ TYPED_TEST(ExpTyped, ExpIsAccurateUpToTheSoftmaxsHeadroomAndZeroWhereMasked) {
   using P = qkv::detail::Packet<T>;
   constexpr int lanes = qkv::detail::packet_size<T>;
   // Relative error against the long-double exponential, lane by lane and in the scalar
-  // form. e^x has condition number |x|: rounding x·log2(e) alone costs eps·|x|, so the
-  // bound is a few eps·(1 + |x|). (In the softmax, large |x| are the negligible weights.)
+  // form. e^x has condition number |x|: log2(e) rounded to T alone costs up to eps·|x|
+  // (as would rounding the argument), so the bound is a few eps·(1 + |x|). (In the
+  // softmax, large |x| are the negligible weights.)
   const double eps = std::numeric_limits<T>::epsilon();
   double worst = 0;  // in units of eps·(1 + |x|)
   // The fused kernel's softmax takes scores up to 5 above its reference maximum.
