@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "half.hpp"
 #include "shape.hpp"
 #include "tensor_view.hpp"
 
@@ -56,7 +57,7 @@ template <class T>
 using nested_list4 = std::initializer_list<nested_list3<T>>;
 
 template <class L>
-inline constexpr bool is_list_leaf_v = std::is_arithmetic_v<L>;
+inline constexpr bool is_list_leaf_v = is_element_v<L>;
 template <class T>
 inline constexpr bool is_list_leaf_v<ListElement<T>> = true;
 
@@ -110,7 +111,8 @@ const TensorView<const T>& const_view(const Tensor<T>& t) noexcept;
 }  // namespace detail
 
 /// \brief An owning, contiguous, row-major tensor.
-/// \tparam T the element type: float, double, or another arithmetic type (bool for masks).
+/// \tparam T the element type: float, double, bfloat16, half, or another arithmetic type
+/// (bool for masks).
 ///
 /// Elements are stored in C order (the last index varies fastest), as NumPy and PyTorch
 /// lay them out, in 64-byte aligned memory. A default-constructed tensor has shape [0].
@@ -123,7 +125,7 @@ const TensorView<const T>& const_view(const Tensor<T>& t) noexcept;
 /// \see TensorView, which slicing and transposing return.
 template <class T>
 class Tensor {
-  static_assert(std::is_arithmetic_v<T>, "qkv::Tensor holds arithmetic types");
+  static_assert(detail::is_element_v<T>, "qkv::Tensor holds arithmetic types, bfloat16 or half");
 
  public:
   using value_type = T;
@@ -286,5 +288,27 @@ template <class T>
 TensorView<const T> const_view(TensorView<T> v) noexcept { return v; }
 
 }  // namespace detail
+
+/// \brief A contiguous copy of `x` converted to element type U, as torch.Tensor.to(dtype).
+///
+/// Conversions to bfloat16 and half round to nearest even, keep NaN and ±inf, produce
+/// subnormals where the value needs them and ±inf past the largest finite value; a
+/// conversion to float from either is exact.
+/// \code
+/// qkv::Tensor<qkv::bfloat16> k16 = qkv::to<qkv::bfloat16>(k);   // k.to(torch.bfloat16)
+/// \endcode
+template <class U, class X, class = detail::enable_if_tensor_t<X>>
+Tensor<U> to(const X& x) {
+  using T = detail::tensor_value_t<X>;
+  const TensorView<const T>& view = detail::const_view(x);
+  Tensor<U> out(view.shape());
+  U* o = out.data();
+  const T* in = view.data();
+  // Through T's compute type: the 16-bit types convert to and from float only.
+  detail::for_each_offset(
+      view.shape(), [&](Index i) { *o++ = static_cast<U>(static_cast<detail::compute_t<T>>(in[i])); },
+      view.strides());
+  return out;
+}
 
 }  // namespace qkv
