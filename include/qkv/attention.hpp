@@ -13,6 +13,7 @@
 #include "detail/attention_problem.hpp"
 #include "detail/naive_attention.hpp"
 #include "detail/split_key_decode.hpp"
+#include "half.hpp"
 #include "kernel.hpp"
 #include "parallel.hpp"
 #include "shape.hpp"
@@ -23,6 +24,7 @@ namespace qkv {
 
 /// \brief An attention mask: boolean (true = may attend, as PyTorch) or additive (added
 /// to the scaled scores; -inf hides a key). Either broadcasts to (..., L, S).
+/// \tparam T the query's element type, which an additive mask has too (as PyTorch requires).
 ///
 /// Converts implicitly from a Tensor or TensorView of bool or of T, so that
 /// `options.attn_mask = mask;` works for both kinds. It views the mask: the mask's
@@ -55,6 +57,7 @@ class AttentionMask {
 };
 
 /// \brief Options of scaled_dot_product_attention, named after PyTorch's arguments.
+/// \tparam T the query's element type.
 template <class T>
 struct AttentionOptions {
   /// Boolean or additive mask broadcastable to (..., L, S); none by default.
@@ -110,9 +113,9 @@ inline std::string sdpa_shapes(const Shape& q, const Shape& k, const Shape& v) {
 
 // The mask's pointer and strides, broadcast to (batch..., L, S). Apart from make_problem,
 // whose every call would otherwise pay for this path's stack frame and strings.
-template <class T>
-void set_mask(const char* fn, const AttentionMask<T>& mask, AttentionProblem<T>& p, const Shape& q, const Shape& k,
-              const Shape& v) {
+template <class T, class KV>
+void set_mask(const char* fn, const AttentionMask<T>& mask, AttentionProblem<T, KV>& p, const Shape& q,
+              const Shape& k, const Shape& v) {
   Shape full = p.batch;
   full.push_back(p.query_len);
   full.push_back(p.key_len);
@@ -165,9 +168,9 @@ TrailingMatrix trailing_matrix(const TensorView<const T>& x) noexcept {
 
 // Validates one call and reduces it to pointers and strides. `out` may be null to
 // validate only; its shape is checked by the caller.
-template <class T>
-AttentionProblem<T> make_problem(const char* fn, const TensorView<const T>& q, const TensorView<const T>& k,
-                                 const TensorView<const T>& v, const AttentionOptions<T>& options) {
+template <class T, class KV>
+AttentionProblem<T, KV> make_problem(const char* fn, const TensorView<const T>& q, const TensorView<const KV>& k,
+                                     const TensorView<const KV>& v, const AttentionOptions<T>& options) {
   const Shape &qs = q.shape(), &ks = k.shape(), &vs = v.shape();
   if (q.rank() < 2) sdpa_error(fn, "query must have rank >= 2 (..., L, E)", qs, ks, vs);
   if (k.rank() < 2) sdpa_error(fn, "key must have rank >= 2 (..., S, E)", qs, ks, vs);
@@ -180,7 +183,7 @@ AttentionProblem<T> make_problem(const char* fn, const TensorView<const T>& q, c
   if (km.cols != qm.cols) sdpa_mismatch(fn, "key head_dim ", km.cols, " != query head_dim ", qm.cols, qs, ks, vs);
   if (vm.rows != km.rows) sdpa_mismatch(fn, "value length ", vm.rows, " != key length ", km.rows, qs, ks, vs);
 
-  AttentionProblem<T> p;
+  AttentionProblem<T, KV> p;
   p.query_len = qm.rows;
   p.key_len = km.rows;
   p.head_dim = qm.cols;
@@ -208,15 +211,15 @@ AttentionProblem<T> make_problem(const char* fn, const TensorView<const T>& q, c
   const double scale = options.scale ? *options.scale
                                      : (qm.cols > 0 ? 1.0 / std::sqrt(static_cast<double>(qm.cols)) : 1.0);
   if (options.scale && !std::isfinite(scale)) scale_error(fn, scale, qs, ks, vs);  // 1/sqrt(E) is finite
-  p.scale = static_cast<T>(scale);
+  p.scale = static_cast<compute_t<T>>(scale);
   p.causal = options.causal;
 
   if (options.attn_mask.has_value()) set_mask(fn, options.attn_mask, p, qs, ks, vs);
   return p;
 }
 
-template <class T>
-Shape output_shape(const AttentionProblem<T>& p, Index last) {
+template <class Problem>
+Shape output_shape(const Problem& p, Index last) {
   Shape s = p.batch;
   s.push_back(p.query_len);
   s.push_back(last);
@@ -224,8 +227,8 @@ Shape output_shape(const AttentionProblem<T>& p, Index last) {
 }
 
 // Whether `s` is output_shape(p, last), without building it.
-template <class T>
-bool is_output_shape(const Shape& s, const AttentionProblem<T>& p, Index last) noexcept {
+template <class Problem>
+bool is_output_shape(const Shape& s, const Problem& p, Index last) noexcept {
   const int n = p.batch.rank();
   if (s.rank() != n + 2 || s[n] != p.query_len || s[n + 1] != last) return false;
   for (int i = 0; i < n; ++i)
@@ -241,8 +244,8 @@ bool is_output_shape(const Shape& s, const AttentionProblem<T>& p, Index last) n
 }
 
 // `inline` gets g++ to inline it into the callers (some 12 instructions per call).
-template <class T>
-inline void set_output(AttentionProblem<T>& p, const TensorView<T>& out) {
+template <class T, class KV>
+inline void set_output(AttentionProblem<T, KV>& p, const TensorView<T>& out) {
   p.out = out.data();
   p.out_batch = out.strides().front(out.rank() - 2);
   p.out_row = out.stride(-2);
@@ -253,13 +256,37 @@ inline void set_output(AttentionProblem<T>& p, const TensorView<T>& out) {
 // against many keys take the split-key decode kernel, everything else the fused kernel.
 // The plain loop serves only empty problems (and the weights, elsewhere): even the
 // notebooks' 6 × 3 runs faster through the fused kernel's packets than through scalars.
-template <class T>
-void run_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
+template <class T, class KV>
+void run_attention(const AttentionProblem<T, KV>& p, AttentionWorkspace* workspace) {
   const KernelConfig& config = kernel_config();
   if (p.flops() <= config.naive_max_flops) naive_attention(p, static_cast<T*>(nullptr));
-  else if (p.query_len <= config.decode_max_rows) split_key_decode(p, decode_chunk<T>(p.head_dim, p.value_dim), workspace);
+  else if (p.query_len <= config.decode_max_rows) split_key_decode(p, decode_chunk<KV>(p.head_dim, p.value_dim), workspace);
   else flash_attention(p, workspace);
 }
+
+[[noreturn]] inline void type_error(const char* fn, const char* q_type, const char* k_type, const char* v_type,
+                                    const Shape& q, const Shape& k, const Shape& v) {
+  sdpa_error(fn,
+             std::string("query ") + q_type + ", key " + k_type + ", value " + v_type +
+                 ": expected one type for all three (float, double, bfloat16 or half), or float queries with "
+                 "bfloat16 or half keys and values of one type",
+             q, k, v);
+}
+
+// Whether the element types of q, k and v go together (see is_attention_pair_v); the
+// calls that do not are compiled into type_error.
+template <class Q, class K, class V>
+inline constexpr bool types_fit_v = std::is_same_v<tensor_value_t<K>, tensor_value_t<V>> &&
+                                    is_attention_pair_v<tensor_value_t<Q>, tensor_value_t<K>>;
+
+template <class Q, class K, class V>
+[[noreturn]] void throw_type_error(const char* fn, const Q& q, const K& k, const V& v) {
+  type_error(fn, type_name<tensor_value_t<Q>>(), type_name<tensor_value_t<K>>(), type_name<tensor_value_t<V>>(),
+             const_view(q).shape(), const_view(k).shape(), const_view(v).shape());
+}
+
+template <class Q>
+inline constexpr bool is_floating_tensor_v = is_floating_v<tensor_value_t<Q>>;
 
 }  // namespace detail
 
@@ -268,10 +295,15 @@ void run_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) 
 /// q is (..., L, E), k is (..., S, E), v is (..., S, Ev); the result is (..., L, Ev) with
 /// the query's leading dimensions. Leading dimensions of k and v broadcast to the query's
 /// (size 1 or missing), and with enable_gqa the head dimension (-3) of k and v may divide
-/// the query's. Arguments are Tensors or (strided) TensorViews of float or double.
+/// the query's. Arguments are Tensors or (strided) TensorViews of float, double, bfloat16
+/// or half, all three of one type; or float queries with bfloat16 or half keys and values
+/// (a 16-bit KV cache), computed in float with the output in float. With 16-bit inputs the
+/// output has their type, the products accumulate and the softmax runs in float, and the
+/// softmax weights are rounded to the input type for the product with v, as PyTorch does.
 /// A query row that may see no key gives zeros, as PyTorch 2. L = 0 gives an empty
 /// result; S = 0 gives zeros.
-/// \throws std::invalid_argument naming the shapes when they do not fit together.
+/// \throws std::invalid_argument naming the shapes when they do not fit together, and
+/// the types when they do not go together (e.g. bfloat16 queries with half keys).
 /// \code
 /// qkv::AttentionOptions<float> options;
 /// options.causal = qkv::Causal::upper_left;
@@ -281,13 +313,17 @@ template <class Q, class K, class V, class = std::enable_if_t<detail::is_tensor_
 Tensor<detail::tensor_value_t<Q>> scaled_dot_product_attention(
     const Q& q, const K& k, const V& v, const AttentionOptions<detail::tensor_value_t<Q>>& options = {}) {
   using T = detail::tensor_value_t<Q>;
-  static_assert(std::is_floating_point_v<T>, "qkv::scaled_dot_product_attention: float or double tensors");
-  auto p = detail::make_problem<T>("qkv::scaled_dot_product_attention", detail::const_view(q),
-                                   detail::const_view(k), detail::const_view(v), options);
-  Tensor<T> out(detail::output_shape(p, p.value_dim));
-  detail::set_output(p, out.view());
-  detail::run_attention(p, options.workspace);
-  return out;
+  constexpr const char* fn = "qkv::scaled_dot_product_attention";
+  static_assert(detail::is_floating_tensor_v<Q>, "qkv::scaled_dot_product_attention: floating-point tensors");
+  if constexpr (!detail::types_fit_v<Q, K, V>) {
+    detail::throw_type_error(fn, q, k, v);
+  } else {
+    auto p = detail::make_problem(fn, detail::const_view(q), detail::const_view(k), detail::const_view(v), options);
+    Tensor<T> out(detail::output_shape(p, p.value_dim));
+    detail::set_output(p, out.view());
+    detail::run_attention(p, options.workspace);
+    return out;
+  }
 }
 
 /// Writes the attention into `out`, a (..., L, Ev) view of the caller's memory in any
@@ -296,14 +332,20 @@ Tensor<detail::tensor_value_t<Q>> scaled_dot_product_attention(
 template <class T, class Q, class K, class V, class = std::enable_if_t<detail::is_tensor_v<Q>>>
 void scaled_dot_product_attention_out(TensorView<T> out, const Q& q, const K& k, const V& v,
                                       const AttentionOptions<T>& options = {}) {
-  static_assert(std::is_same_v<T, detail::tensor_value_t<Q>>, "qkv::scaled_dot_product_attention_out: one element type");
-  auto p = detail::make_problem<T>("qkv::scaled_dot_product_attention_out", detail::const_view(q),
-                                   detail::const_view(k), detail::const_view(v), options);
-  if (!detail::is_output_shape(out.shape(), p, p.value_dim))
-    detail::out_shape_error(out.shape(), detail::output_shape(p, p.value_dim), detail::const_view(q).shape(),
-                            detail::const_view(k).shape(), detail::const_view(v).shape());
-  detail::set_output(p, out);
-  detail::run_attention(p, options.workspace);
+  constexpr const char* fn = "qkv::scaled_dot_product_attention_out";
+  static_assert(std::is_same_v<T, detail::tensor_value_t<Q>>,
+                "qkv::scaled_dot_product_attention_out: out has the query's element type");
+  static_assert(detail::is_floating_tensor_v<Q>, "qkv::scaled_dot_product_attention_out: floating-point tensors");
+  if constexpr (!detail::types_fit_v<Q, K, V>) {
+    detail::throw_type_error(fn, q, k, v);
+  } else {
+    auto p = detail::make_problem(fn, detail::const_view(q), detail::const_view(k), detail::const_view(v), options);
+    if (!detail::is_output_shape(out.shape(), p, p.value_dim))
+      detail::out_shape_error(out.shape(), detail::output_shape(p, p.value_dim), detail::const_view(q).shape(),
+                              detail::const_view(k).shape(), detail::const_view(v).shape());
+    detail::set_output(p, out);
+    detail::run_attention(p, options.workspace);
+  }
 }
 
 /// Like scaled_dot_product_attention, and also returns the softmax weights (..., L, S)
@@ -313,14 +355,18 @@ template <class Q, class K, class V, class = std::enable_if_t<detail::is_tensor_
 AttentionResult<detail::tensor_value_t<Q>> scaled_dot_product_attention_with_weights(
     const Q& q, const K& k, const V& v, const AttentionOptions<detail::tensor_value_t<Q>>& options = {}) {
   using T = detail::tensor_value_t<Q>;
-  static_assert(std::is_floating_point_v<T>, "qkv::scaled_dot_product_attention_with_weights: float or double tensors");
-  auto p = detail::make_problem<T>("qkv::scaled_dot_product_attention_with_weights", detail::const_view(q),
-                                   detail::const_view(k), detail::const_view(v), options);
-  AttentionResult<T> result{Tensor<T>(detail::output_shape(p, p.value_dim)),
-                            Tensor<T>(detail::output_shape(p, p.key_len))};
-  detail::set_output(p, result.output.view());
-  detail::naive_attention(p, result.weights.data());
-  return result;
+  constexpr const char* fn = "qkv::scaled_dot_product_attention_with_weights";
+  static_assert(detail::is_floating_tensor_v<Q>, "qkv::scaled_dot_product_attention_with_weights: floating-point tensors");
+  if constexpr (!detail::types_fit_v<Q, K, V>) {
+    detail::throw_type_error(fn, q, k, v);
+  } else {
+    auto p = detail::make_problem(fn, detail::const_view(q), detail::const_view(k), detail::const_view(v), options);
+    AttentionResult<T> result{Tensor<T>(detail::output_shape(p, p.value_dim)),
+                              Tensor<T>(detail::output_shape(p, p.key_len))};
+    detail::set_output(p, result.output.view());
+    detail::naive_attention(p, result.weights.data());
+    return result;
+  }
 }
 
 }  // namespace qkv

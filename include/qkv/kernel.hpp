@@ -39,6 +39,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <type_traits>
 
 #include "detail/attention_problem.hpp"
 #include "detail/packet_math.hpp"
@@ -106,15 +107,15 @@ Index flash_key_tile(Index head_dim, Index value_dim) {
 // (P·V with contiguous value rows): one pointer then serves all R broadcasts, where R
 // row pointers would spill general-purpose registers.
 template <int R, int NP, bool UnitR, class T>
-EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[R][NP], const T* b, Index b_r, Index b_t, const T* a,
+EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[extent<R>][extent<NP>], const T* b, Index b_r, Index b_t, const T* a,
                                      Index a_t, Index n) {
   constexpr int lanes = FlashBlocking<T>::lanes;
   for (int r = 0; r < R; ++r)
     for (int p = 0; p < NP; ++p) acc[r][p] = simd::pset1<Packet<T>>(T(0));
-  const T* rows[R];
+  Array<const T*, R> rows;
   for (int r = 0; r < R; ++r) rows[r] = b + r * b_r;
   for (Index t = 0; t < n; ++t, a += a_t) {
-    Packet<T> x[NP];
+    Packet<T> x[extent<NP>];
     for (int p = 0; p < NP; ++p) x[p] = simd::pload<Packet<T>>(a + p * lanes);
     const Index bt = t * b_t;
     for (int r = 0; r < R; ++r) {
@@ -124,20 +125,60 @@ EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[R][NP], const T* b, Index 
   }
 }
 
+#ifdef QKV_BF16_DOT
+// The outer-product block of outer_block with vdpbf16ps: acc[r][p] = Σ_{t < pairs}
+// b-pair(r, t) · a-pairs(t, p), where b-pair(r, t) is the two bfloat16 at
+// b + r·b_r + t·b_t and a-pairs(t, p) the 32 bfloat16 at a + t·a_t + p·32 (16 lanes of
+// pairs). Each step reduces two elements of the sum: half the instructions of the float
+// block, at the same throughput per instruction.
+template <int R, int NP, bool UnitR>
+EIGEN_ALWAYS_INLINE void pair_block(Packet<float> (&acc)[extent<R>][extent<NP>], const bfloat16* b, Index b_r, Index b_t,
+                                    const bfloat16* a, Index a_t, Index pairs) {
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < NP; ++p) acc[r][p] = simd::pset1<Packet<float>>(0.0f);
+  Array<const bfloat16*, R> rows;
+  for (int r = 0; r < R; ++r) rows[r] = b + r * b_r;
+  for (Index t = 0; t < pairs; ++t, a += a_t) {
+    PacketBf16Pairs x[extent<NP>];
+    for (int p = 0; p < NP; ++p) x[p] = _mm512_load_si512(a + p * 32);
+    const Index bt = t * b_t;
+    for (int r = 0; r < R; ++r) {
+      const PacketBf16Pairs y = pbroadcast_pair(UnitR ? b + bt + 2 * r : rows[r] + bt);
+      for (int p = 0; p < NP; ++p) acc[r][p] = pdot_bf16(acc[r][p], x[p], y);
+    }
+  }
+}
+#endif
+
+/// How the fused kernel reads K and V and multiplies.
+enum class FlashPath {
+  direct,    // K, V in place, in the compute type (float, double)
+  widened,   // 16-bit K, V widened to float tile by tile, then the float micro-kernel
+  bf16_dot,  // bfloat16 throughout, products by vdpbf16ps on pairs along the reduction axis
+};
+
 /// The fused forward pass over one AttentionProblem; see the top of this file. Panels are
 /// NP packets wide: FlashBlocking's, or one for a few queries (the notebooks' 6).
-template <class T, int NP = FlashBlocking<T>::packets>
+template <class Q, class KV, FlashPath Path, int NP = FlashBlocking<compute_t<Q>>::packets>
 class FlashAttention {
+  using T = compute_t<Q>;
   using P = Packet<T>;
   using B = FlashBlocking<T>;
+  using Problem = AttentionProblem<Q, KV>;
+  using Offsets = typename Problem::Offsets;
   static constexpr int R = B::rows, lanes = B::lanes;
   static constexpr Index W = Index(NP) * lanes;
+  static constexpr bool dot = Path == FlashPath::bf16_dot;
+  // Qᵀ and Pᵀ: the compute type, or bfloat16 pairs along E and along the keys.
+  using Packed = std::conditional_t<dot, bfloat16, T>;
+  static constexpr Index pair = dot ? 2 : 1;
+  static_assert(Path != FlashPath::direct || std::is_same_v<KV, T>, "direct: K and V in the compute type");
 
  public:
   /// `threads`: how many threads will share the tasks; it sets how many query panels
   /// one task takes, not how any row is computed.
-  FlashAttention(const AttentionProblem<T>& p, int threads)
-      : p_(p), key_tile_(flash_key_tile<T, W>(p.head_dim, p.value_dim)),
+  FlashAttention(const Problem& p, int threads)
+      : p_(p), key_tile_(round_up(flash_key_tile<T, W>(p.head_dim, p.value_dim))),
         panels_((p.query_len + W - 1) / W), group_(panels_per_task(threads)),
         groups_(group_ == 1 ? panels_ : (panels_ + group_ - 1) / group_) {}
 
@@ -145,14 +186,15 @@ class FlashAttention {
 
   /// Scratch bytes one task needs.
   std::size_t scratch_bytes() const noexcept {
-    return sizeof(T) * static_cast<std::size_t>(group_ * panel_scratch() + key_tile_ * W);
+    return static_cast<std::size_t>(group_ * panel_bytes() + tile_bytes() + kv_tile_bytes());
   }
 
   /// Task t: groups of panels in descending order (under causal masking the last rows
   /// see the most keys, so the longest tasks start first), then batch.
-  void run_task(Index task, T* scratch) const {
+  void run_task(Index task, void* scratch) const {
     const Index group = groups_ - 1 - task / p_.batch_count();
-    run_panels(task % p_.batch_count(), group * group_, std::min(group_, panels_ - group * group_), scratch);
+    run_panels(task % p_.batch_count(), group * group_, std::min(group_, panels_ - group * group_),
+               static_cast<char*>(scratch));
   }
 
  private:
@@ -163,8 +205,18 @@ class FlashAttention {
   static constexpr double max_growth = 5;
 
   struct Scratch {
-    T *qt, *ot, *st, *m, *l, *alpha;
+    Packed *qt, *st;
+    T *ot, *m, *l, *alpha;
   };
+  // The K/V tile every panel of a task reads: the caller's memory, or its widened or
+  // paired copy.
+  struct KvTile {
+    const std::conditional_t<Path == FlashPath::widened, T, KV>*k, *v;
+    Index k_row, k_col, v_row, v_col;
+  };
+
+  static Index round_up(Index n) noexcept { return (n + pair - 1) / pair * pair; }
+  static Index bytes_64(Index bytes) noexcept { return (bytes + 63) / 64 * 64; }
 
   // Panels that share each K/V tile: the tile is fetched from memory once per task, and
   // the wait for it, not streaming the panels' Qᵀ and Oᵀ through L2 from L3, is what a
@@ -180,84 +232,160 @@ class FlashAttention {
     return forced > 0 ? std::min(forced, max_group) : std::clamp<Index>(std::min(wanted, spread), 1, max_group);
   }
 
-  Index panel_scratch() const noexcept { return (p_.head_dim + p_.value_dim + 3) * W; }
+  // Per panel: Qᵀ, Oᵀ, m, l, α; per task: the Pᵀ tile and the K/V tile.
+  Index panel_bytes() const noexcept {
+    return bytes_64(round_up(p_.head_dim) * W * Index(sizeof(Packed))) +
+           bytes_64((p_.value_dim + 3) * W * Index(sizeof(T)));
+  }
+  Index tile_bytes() const noexcept { return bytes_64(key_tile_ * W * Index(sizeof(Packed))); }
+  Index kv_tile_bytes() const noexcept {
+    if constexpr (Path == FlashPath::widened)
+      return bytes_64(key_tile_ * p_.head_dim * Index(sizeof(T))) + bytes_64(key_tile_ * p_.value_dim * Index(sizeof(T)));
+    else if constexpr (dot) return bytes_64(key_tile_ * p_.value_dim * Index(sizeof(KV)));
+    else return 0;
+  }
 
-  Scratch carve(T* s, T* st) const {
+  Scratch carve(char* s, char* st) const {
     Scratch w;
-    w.qt = s, s += p_.head_dim * W;
-    w.ot = s, s += p_.value_dim * W;
-    w.m = s, s += W;
-    w.l = s, s += W;
-    w.alpha = s;
-    w.st = st;
+    w.qt = reinterpret_cast<Packed*>(s), s += bytes_64(round_up(p_.head_dim) * W * Index(sizeof(Packed)));
+    w.ot = reinterpret_cast<T*>(s);
+    w.m = w.ot + p_.value_dim * W;
+    w.l = w.m + W;
+    w.alpha = w.l + W;
+    w.st = reinterpret_cast<Packed*>(st);
     return w;
   }
 
   // Panels [panel, panel + count) of batch element b, walking the key tiles once.
-  void run_panels(Index b, Index panel, Index count, T* scratch) const {
+  void run_panels(Index b, Index panel, Index count, char* scratch) const {
     const auto o = p_.offsets(b);
-    Scratch w[max_group];
-    Index first[max_group], rows[max_group], key_end[max_group];
+    Array<Scratch, max_group> w;
+    Array<Index, max_group> first, rows, key_end;
     Index key_end_all = 0;
+    char* st = scratch + group_ * panel_bytes();
+    char* kv = st + tile_bytes();
     for (Index k = 0; k < count; ++k) {
       first[k] = (panel + k) * W;
       rows[k] = std::min(W, p_.query_len - first[k]);
       key_end[k] = p_.visible_keys(first[k] + rows[k] - 1);
       key_end_all = std::max(key_end_all, key_end[k]);
-      w[k] = carve(scratch + k * panel_scratch(), scratch + group_ * panel_scratch());
+      w[k] = carve(scratch + k * panel_bytes(), st);
       pack_queries(o, first[k], rows[k], w[k].qt);
       std::fill(w[k].ot, w[k].ot + p_.value_dim * W, T(0));
       std::fill(w[k].m, w[k].m + W, -std::numeric_limits<T>::infinity());
       std::fill(w[k].l, w[k].l + W, T(0));
     }
     for (Index key = 0; key < key_end_all; key += key_tile_) {
+      const KvTile tile = load_tile(o, key, std::min(key_tile_, key_end_all - key), kv);
       for (Index k = 0; k < count; ++k) {
         if (key >= key_end[k]) continue;  // causal: tiles wholly above this panel's diagonal
         const Index n = std::min(key_tile_, key_end[k] - key);
-        scores(o, first[k], key, n, w[k]);
-        accumulate(o, key, n, w[k]);
+        scores(o, tile, first[k], key, n, w[k]);
+        accumulate(tile, n, w[k]);
       }
     }
     for (Index k = 0; k < count; ++k) store(o, first[k], rows[k], w[k]);
   }
 
+  // The n keys and values from `key` on, as the micro-kernels read them: in place, widened
+  // to T (rows contiguous), or the values as pairs of consecutive keys (bf16_dot), the
+  // second of an odd last pair zero. Once per task, for all of its panels.
+  KvTile load_tile(const Offsets& o, Index key, Index n, char* kv) const {
+    const KV* k = p_.k + o.k + key * p_.k_row;
+    const KV* v = p_.v + o.v + key * p_.v_row;
+    if constexpr (Path == FlashPath::direct) {
+      return {k, v, p_.k_row, p_.k_col, p_.v_row, p_.v_col};
+    } else if constexpr (Path == FlashPath::widened) {
+      T* kt = reinterpret_cast<T*>(kv);
+      T* vt = reinterpret_cast<T*>(kv + bytes_64(key_tile_ * p_.head_dim * Index(sizeof(T))));
+      widen_rows(k, n, p_.head_dim, p_.k_row, p_.k_col, kt);
+      widen_rows(v, n, p_.value_dim, p_.v_row, p_.v_col, vt);
+      return {kt, vt, p_.head_dim, 1, p_.value_dim, 1};
+    } else {
+      bfloat16* vt = reinterpret_cast<bfloat16*>(kv);
+      pair_rows(v, n, vt);
+      return {k, vt, p_.k_row, 1, 2 * p_.value_dim, 2};
+    }
+  }
+
+  // to[r·cols + c] = from[r·row + c·col], widened to T.
+  static void widen_rows(const KV* from, Index rows, Index cols, Index row, Index col, T* to) {
+    for (Index r = 0; r < rows; ++r, from += row, to += cols) {
+      Index c = 0;
+      if (col == 1)
+        for (; c + lanes <= cols; c += lanes) simd::pstoreu(to + c, ploadu_widened<P>(from + c));
+      for (; c < cols; ++c) to[c] = static_cast<T>(from[c * col]);
+    }
+  }
+
+  // to[(t·Ev + e)·2 + i] = V[2t + i][e]: values of consecutive keys side by side, the
+  // pairs vdpbf16ps reduces along the keys.
+  void pair_rows(const KV* v, Index n, KV* to) const {
+    const Index ev = p_.value_dim;
+    for (Index t = 0; t < n / 2; ++t, to += 2 * ev) {
+      const KV* a = v + 2 * t * p_.v_row;
+      const KV* b = a + p_.v_row;
+      Index e = 0;
+#ifdef QKV_BF16_DOT
+      if constexpr (dot)
+        if (p_.v_col == 1)
+          for (; e + 16 <= ev; e += 16) _mm512_storeu_si512(to + 2 * e, pzip_bf16(a + e, b + e));
+#endif
+      for (; e < ev; ++e) to[2 * e] = a[e * p_.v_col], to[2 * e + 1] = b[e * p_.v_col];
+    }
+    if (n % 2)
+      for (Index e = 0; e < ev; ++e) to[2 * e] = v[(n - 1) * p_.v_row + e * p_.v_col], to[2 * e + 1] = KV(0.0f);
+  }
+
   // 1. Qᵀ, scaled; lanes past the last query row are zero. Row by row along the query's
   // own stride, which the compilers turn into far less set-up code than a column loop
-  // (a small panel pays for that set-up, not for the copy).
-  void pack_queries(const typename AttentionProblem<T>::Offsets& o, Index first, Index rows, T* qt) const {
-    if (rows < W)
-      for (Index e = 0; e < p_.head_dim; ++e)
-        for (int p = 0; p < NP; ++p) simd::pstore(qt + e * W + p * lanes, simd::pset1<P>(T(0)));
-    const T* q = p_.q + o.q + first * p_.q_row;
-    const Index col = p_.q_col, dim = p_.head_dim;
-    const T scale = p_.scale;
-    for (Index i = 0; i < rows; ++i, q += p_.q_row)
-      for (Index e = 0; e < dim; ++e) qt[e * W + i] = q[e * col] * scale;
+  // (a small panel pays for that set-up, not for the copy). bf16_dot keeps the queries
+  // as they are, in pairs along E, and scales the scores instead.
+  void pack_queries(const Offsets& o, Index first, Index rows, Packed* qt) const {
+    const Index dim = p_.head_dim, col = p_.q_col;
+    if (rows < W || dim % pair) std::fill(qt, qt + round_up(dim) * W, Packed(0.0f));
+    const Q* q = p_.q + o.q + first * p_.q_row;
+    if constexpr (dot) {
+      for (Index i = 0; i < rows; ++i, q += p_.q_row)
+        for (Index e = 0; e < dim; ++e) qt[(e / 2) * 2 * W + 2 * i + e % 2] = q[e * col];
+    } else {
+      const T scale = p_.scale;
+      for (Index i = 0; i < rows; ++i, q += p_.q_row)
+        for (Index e = 0; e < dim; ++e) qt[e * W + i] = static_cast<T>(q[e * col]) * scale;
+    }
   }
 
   // 2a. Pᵀ tile: scores with their masks, exponentiated block by block (2b).
-  void scores(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index n,
-              const Scratch& w) const {
+  void scores(const Offsets& o, const KvTile& tile, Index first, Index key, Index n, const Scratch& w) const {
     for (int p = 0; p < NP; ++p) simd::pstore(w.alpha + p * lanes, simd::pset1<P>(T(1)));
     Index j = 0;
-    for (; j + R <= n; j += R) score_block<R>(o, first, key + j, j, w);
-    score_rest<R - 1>(o, first, key + j, j, n - j, w);
+    for (; j + R <= n; j += R) score_block<R>(o, tile, first, key + j, j, w);
+    score_rest<R - 1>(o, tile, first, key + j, j, n - j, w);
   }
 
   template <int Rest>
-  void score_rest(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index done, Index count,
+  void score_rest(const Offsets& o, const KvTile& tile, Index first, Index key, Index done, Index count,
                   const Scratch& w) const {
     if constexpr (Rest > 0) {
-      if (count == Rest) score_block<Rest>(o, first, key, done, w);
-      else score_rest<Rest - 1>(o, first, key, done, count, w);
+      if (count == Rest) score_block<Rest>(o, tile, first, key, done, w);
+      else score_rest<Rest - 1>(o, tile, first, key, done, count, w);
     }
   }
 
   template <int Rows>
-  void score_block(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, Index done,
-                   const Scratch& w) const {
-    P acc[Rows][NP];
-    outer_block<Rows, NP, false, T>(acc, p_.k + o.k + key * p_.k_row, p_.k_row, p_.k_col, w.qt, W, p_.head_dim);
+  void score_block(const Offsets& o, const KvTile& tile, Index first, Index key, Index done, const Scratch& w) const {
+    P acc[extent<Rows>][extent<NP>];
+    const auto* k = tile.k + done * tile.k_row;
+    if constexpr (dot) {
+#ifdef QKV_BF16_DOT
+      pair_block<Rows, NP, false>(acc, k, tile.k_row, 2, w.qt, 2 * W, p_.head_dim / 2);
+      const P scale = simd::pset1<P>(p_.scale);
+      for (int r = 0; r < Rows; ++r)
+        for (int p = 0; p < NP; ++p) acc[r][p] = simd::pmul(acc[r][p], scale);
+#endif
+    } else {
+      outer_block<Rows, NP, false, T>(acc, k, tile.k_row, tile.k_col, w.qt, W, p_.head_dim);
+    }
     if (p_.mask_kind != MaskKind::none) apply_mask<Rows>(o, first, key, acc);
     // Causal: key j is hidden from query lane i when j > first + i + offset.
     const Index diagonal = key + Rows - 1 - first - p_.causal_offset();
@@ -276,16 +404,16 @@ class FlashAttention {
 
   // Adds the mask: the additive values, or −inf where a boolean mask is false.
   template <int Rows>
-  void apply_mask(const typename AttentionProblem<T>::Offsets& o, Index first, Index key, P (&acc)[Rows][NP]) const {
+  void apply_mask(const Offsets& o, Index first, Index key, P (&acc)[extent<Rows>][extent<NP>]) const {
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
     const Index rows = std::min(W, p_.query_len - first);
-    alignas(64) T lane_values[W];
+    alignas(64) Array<T, W> lane_values;
     for (int r = 0; r < Rows; ++r) {
       const Index base = o.mask + first * p_.mask_row + (key + r) * p_.mask_col;
       if (p_.mask_kind == MaskKind::boolean) {
         for (Index i = 0; i < rows; ++i) lane_values[i] = p_.bool_mask[base + i * p_.mask_row] ? T(0) : neg_inf;
       } else {
-        for (Index i = 0; i < rows; ++i) lane_values[i] = p_.additive_mask[base + i * p_.mask_row];
+        for (Index i = 0; i < rows; ++i) lane_values[i] = static_cast<T>(p_.additive_mask[base + i * p_.mask_row]);
       }
       std::fill(lane_values + rows, lane_values + W, T(0));
       for (int p = 0; p < NP; ++p) acc[r][p] = simd::padd(acc[r][p], simd::pload<P>(lane_values + p * lanes));
@@ -297,12 +425,14 @@ class FlashAttention {
   // (lazily, as FlashAttention-4): then α = e^(m − m') rescales l, the block rows already
   // written in this tile and, through `alpha`, Oᵀ. The first block of a row always raises
   // it; later ones rarely do, so the tile costs no separate pass over Sᵀ for its maximum.
+  // For 16-bit inputs Pᵀ is stored rounded to their type and l sums it unrounded, as
+  // PyTorch's kernel does.
   template <int Rows>
-  void exponentiate(P (&acc)[Rows][NP], Index first, Index done, const Scratch& w) const {
+  void exponentiate(P (&acc)[extent<Rows>][extent<NP>], Index first, Index done, const Scratch& w) const {
     const Index live = (std::min(W, p_.query_len - first) + lanes - 1) / lanes;  // packets with rows
     for (int p = 0; p < NP; ++p) {
       if (p >= live) {  // past the last query (a short last panel): zeros for the P·V product
-        for (int r = 0; r < Rows; ++r) simd::pstore(w.st + (done + r) * W + p * lanes, simd::pset1<P>(T(0)));
+        for (int r = 0; r < Rows; ++r) acc[r][p] = simd::pset1<P>(T(0));
         continue;
       }
       P block_max = acc[0][p];
@@ -312,13 +442,28 @@ class FlashAttention {
         m = raise_reference(p, m, block_max, done, w);
       const P m_safe = finite_reference(m);
       P sum = simd::pload<P>(w.l + p * lanes);
-      T* st = w.st + done * W + p * lanes;
       for (int r = 0; r < Rows; ++r) {
-        const P e = pexp_clamped(simd::psub(acc[r][p], m_safe));
-        simd::pstore(st + r * W, e);
-        sum = simd::padd(sum, e);
+        acc[r][p] = pexp_clamped(simd::psub(acc[r][p], m_safe));
+        sum = simd::padd(sum, acc[r][p]);
       }
       simd::pstore(w.l + p * lanes, sum);
+    }
+    store_probabilities<Rows>(acc, done, w.st);
+  }
+
+  // Pᵀ rows [done, done + Rows) of the tile.
+  template <int Rows>
+  void store_probabilities(const P (&e)[extent<Rows>][extent<NP>], Index done, Packed* st) const {
+    if constexpr (dot) {
+#ifdef QKV_BF16_DOT
+      Packed* to = st + done * W;  // pairs of rows: `done` is even
+      for (int r = 0; r < Rows; r += 2, to += 2 * W)
+        for (int p = 0; p < NP; ++p)
+          _mm512_store_si512(to + p * 32, pinterleave_bf16(e[r][p], r + 1 < Rows ? e[r + 1][p] : simd::pset1<P>(0.0f)));
+#endif
+    } else {
+      for (int r = 0; r < Rows; ++r)
+        for (int p = 0; p < NP; ++p) simd::pstore(st + (done + r) * W + p * lanes, pround_to<Q>(e[r][p]));
     }
   }
 
@@ -336,8 +481,7 @@ class FlashAttention {
     // While every row has seen only hidden keys, l, Oᵀ and the tile's rows are all zero.
     if (simd::predux_any(simd::pcmp_lt(neg_inf, m))) {
       const P alpha = pexp_clamped(simd::psub(m, finite_reference(m_new)));
-      T* st = w.st + p * lanes;
-      for (Index j = 0; j < done; ++j) simd::pstore(st + j * W, simd::pmul(simd::pload<P>(st + j * W), alpha));
+      rescale_probabilities(p, alpha, done, w.st);
       simd::pstore(w.l + p * lanes, simd::pmul(simd::pload<P>(w.l + p * lanes), alpha));
       simd::pstore(w.alpha + p * lanes, simd::pmul(simd::pload<P>(w.alpha + p * lanes), alpha));
     }
@@ -345,29 +489,53 @@ class FlashAttention {
     return m_new;
   }
 
+  // Pᵀ rows [0, done) of packet p times α.
+  void rescale_probabilities(int p, const P& alpha, Index done, Packed* st) const {
+    if constexpr (dot) {
+#ifdef QKV_BF16_DOT
+      for (Index j = 0; j < done; j += 2) {
+        Packed* at = st + j * W + p * 32;
+        P first, second;
+        psplit_bf16(_mm512_load_si512(at), first, second);
+        _mm512_store_si512(at, pinterleave_bf16(simd::pmul(first, alpha), simd::pmul(second, alpha)));
+      }
+#endif
+    } else {
+      T* at = st + p * lanes;
+      for (Index j = 0; j < done; ++j)
+        simd::pstore(at + j * W, pround_to<Q>(simd::pmul(simd::pload<P>(at + j * W), alpha)));
+    }
+  }
+
   // 2c. Oᵀ = α·Oᵀ + Vᵀ_tile·Pᵀ, R value columns at a time.
-  void accumulate(const typename AttentionProblem<T>::Offsets& o, Index key, Index n, const Scratch& w) const {
-    P alpha[NP];
+  void accumulate(const KvTile& tile, Index n, const Scratch& w) const {
+    P alpha[extent<NP>];
     for (int p = 0; p < NP; ++p) alpha[p] = simd::pload<P>(w.alpha + p * lanes);
-    const T* v = p_.v + o.v + key * p_.v_row;
     Index e = 0;
-    for (; e + R <= p_.value_dim; e += R) value_block<R>(v, e, n, alpha, w);
-    value_rest<R - 1>(v, e, n, alpha, w);
+    for (; e + R <= p_.value_dim; e += R) value_block<R>(tile, e, n, alpha, w);
+    value_rest<R - 1>(tile, e, n, alpha, w);
   }
 
   template <int Rest>
-  void value_rest(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
+  void value_rest(const KvTile& tile, Index e, Index n, const P (&alpha)[extent<NP>], const Scratch& w) const {
     if constexpr (Rest > 0) {
-      if (p_.value_dim - e == Rest) value_block<Rest>(v, e, n, alpha, w);
-      else value_rest<Rest - 1>(v, e, n, alpha, w);
+      if (p_.value_dim - e == Rest) value_block<Rest>(tile, e, n, alpha, w);
+      else value_rest<Rest - 1>(tile, e, n, alpha, w);
     }
   }
 
   template <int Rows>
-  void value_block(const T* v, Index e, Index n, const P (&alpha)[NP], const Scratch& w) const {
-    P acc[Rows][NP];
-    if (p_.v_col == 1) outer_block<Rows, NP, true, T>(acc, v + e, 1, p_.v_row, w.st, W, n);
-    else outer_block<Rows, NP, false, T>(acc, v + e * p_.v_col, p_.v_col, p_.v_row, w.st, W, n);
+  void value_block(const KvTile& tile, Index e, Index n, const P (&alpha)[extent<NP>], const Scratch& w) const {
+    P acc[extent<Rows>][extent<NP>];
+    if constexpr (dot) {
+#ifdef QKV_BF16_DOT
+      pair_block<Rows, NP, true>(acc, tile.v + 2 * e, 2, tile.v_row, w.st, 2 * W, (n + 1) / 2);
+#endif
+    } else if (tile.v_col == 1) {
+      outer_block<Rows, NP, true, T>(acc, tile.v + e, 1, tile.v_row, w.st, W, n);
+    } else {
+      outer_block<Rows, NP, false, T>(acc, tile.v + e * tile.v_col, tile.v_col, tile.v_row, w.st, W, n);
+    }
     for (int r = 0; r < Rows; ++r) {
       T* ot = w.ot + (e + r) * W;
       for (int p = 0; p < NP; ++p)
@@ -375,42 +543,58 @@ class FlashAttention {
     }
   }
 
-  // 3. O = Oᵀ / l, transposed into the caller's layout; rows that saw no key are zeros.
-  void store(const typename AttentionProblem<T>::Offsets& o, Index first, Index rows, const Scratch& w) const {
-    T* out = p_.out + o.out + first * p_.out_row;
+  // 3. O = Oᵀ / l, transposed into the caller's layout (and type); rows that saw no key
+  // are zeros.
+  void store(const Offsets& o, Index first, Index rows, const Scratch& w) const {
+    Q* out = p_.out + o.out + first * p_.out_row;
     for (Index i = 0; i < rows; ++i) {
       // (A row whose visible scores are all NaN also keeps m = −inf, but its l is NaN.)
       const bool hidden = w.m[i] == -std::numeric_limits<T>::infinity() && !std::isnan(w.l[i]);
       const T inv_l = hidden ? T(0) : T(1) / w.l[i];
-      T* row = out + i * p_.out_row;
+      Q* row = out + i * p_.out_row;
       const T* ot = w.ot + i;
-      for (Index e = 0, dim = p_.value_dim, col = p_.out_col; e < dim; ++e) row[e * col] = ot[e * W] * inv_l;
+      for (Index e = 0, dim = p_.value_dim, col = p_.out_col; e < dim; ++e)
+        row[e * col] = static_cast<Q>(ot[e * W] * inv_l);
     }
   }
 
-  const AttentionProblem<T>& p_;
+  const Problem& p_;
   Index key_tile_;
   Index panels_;
   Index group_;   // query panels per task
   Index groups_;  // tasks per batch element
 };
 
-template <class T, int NP>
-void run_flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
-  const FlashAttention<T, NP> kernel(p, get_num_threads());
+template <class Q, class KV, FlashPath Path, int NP>
+void run_flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace) {
+  const FlashAttention<Q, KV, Path, NP> kernel(p, get_num_threads());
   const std::size_t bytes = kernel.scratch_bytes();
-  parallel_for(kernel.tasks(), p.flops(), workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
-    kernel.run_task(task, static_cast<T*>(scratch));
-  });
+  parallel_for(kernel.tasks(), p.flops(), workspace, bytes,
+               [&](std::ptrdiff_t task, void* scratch) { kernel.run_task(task, scratch); });
+}
+
+template <class Q, class KV, FlashPath Path>
+void run_flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace) {
+  using T = compute_t<Q>;
+  if (p.query_len <= FlashBlocking<T>::lanes) run_flash_attention<Q, KV, Path, 1>(p, workspace);
+  else run_flash_attention<Q, KV, Path, FlashBlocking<T>::packets>(p, workspace);
 }
 
 /// Runs the fused kernel over every (batch, query panel) task. Up to one packet of queries,
 /// panels one packet wide do half the work of FlashBlocking's on lanes without a query.
-/// (Each lane's arithmetic is the same in both, so the results are too.)
-template <class T>
-void flash_attention(const AttentionProblem<T>& p, AttentionWorkspace* workspace) {
-  if (p.query_len <= FlashBlocking<T>::lanes) run_flash_attention<T, 1>(p, workspace);
-  else run_flash_attention<T, FlashBlocking<T>::packets>(p, workspace);
+/// (Each lane's arithmetic is the same in both, so the results are too.) bfloat16 inputs
+/// take vdpbf16ps where the target has it and the keys' rows are contiguous pairs along E.
+template <class Q, class KV>
+void flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace) {
+  if constexpr (std::is_same_v<KV, compute_t<Q>>) {
+    run_flash_attention<Q, KV, FlashPath::direct>(p, workspace);
+  } else {
+#ifdef QKV_BF16_DOT
+    if constexpr (std::is_same_v<Q, bfloat16> && std::is_same_v<KV, bfloat16>)
+      if (p.k_col == 1 && p.head_dim % 2 == 0) return run_flash_attention<Q, KV, FlashPath::bf16_dot>(p, workspace);
+#endif
+    run_flash_attention<Q, KV, FlashPath::widened>(p, workspace);
+  }
 }
 
 }  // namespace qkv::detail

@@ -13,19 +13,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "rope_style.hpp"
 #include "shape.hpp"
 #include "tensor.hpp"
 #include "tensor_view.hpp"
 
 namespace qkv {
-
-/// Which coordinates of a head vector RotaryEmbedding rotates together.
-enum class RopeStyle {
-  /// Pairs (x[2i], x[2i+1]): RoFormer, GPT-J, Meta's original Llama (view_as_complex).
-  interleaved,
-  /// Pairs (x[i], x[i + d/2]): GPT-NeoX, Hugging Face Llama's rotate_half.
-  half,
-};
 
 namespace detail {
 

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <limits>
+#include <type_traits>
 
+#include "../half.hpp"
 #include "../shape.hpp"
 
 namespace qkv {
@@ -20,38 +22,51 @@ namespace detail {
 
 enum class MaskKind { none, boolean, additive };
 
+/// Whether queries of type Q attend to keys and values of type KV: one type throughout,
+/// or float queries against a 16-bit KV cache (ggml's layout, computed in float).
+template <class Q, class KV>
+inline constexpr bool is_attention_pair_v =
+    is_floating_v<Q> && (std::is_same_v<Q, KV> || (std::is_same_v<Q, float> && is_half_v<KV>));
+
 /// Pointers and element strides of one attention call, batch dimensions broadcast and
 /// grouped-query heads resolved. Every index below is in elements, not bytes.
-template <class T>
+/// Q is the type of the queries, the output and an additive mask; KV that of the keys and
+/// values; the arithmetic is in compute_t<Q> (float for the 16-bit types).
+template <class Q, class KV = Q>
 struct AttentionProblem {
+  static_assert(is_attention_pair_v<Q, KV>, "qkv: unsupported query/key-value element types");
+  using query_type = Q;
+  using kv_type = KV;
+  using compute_type = compute_t<Q>;
+
   Shape batch;            // the query's leading dimensions; one attention per element
   Index query_len = 0;    // L
   Index key_len = 0;      // S
   Index head_dim = 0;     // E
   Index value_dim = 0;    // Ev
 
-  const T* q = nullptr;
+  const Q* q = nullptr;
   Strides q_batch;
   Index q_row = 0, q_col = 0;
-  const T* k = nullptr;
+  const KV* k = nullptr;
   Strides k_batch;  // 0 where the key broadcasts; the head stride is per key/value head
   Index k_row = 0, k_col = 0;
-  const T* v = nullptr;
+  const KV* v = nullptr;
   Strides v_batch;
   Index v_row = 0, v_col = 0;
-  T* out = nullptr;
+  Q* out = nullptr;
   Strides out_batch;
   Index out_row = 0, out_col = 0;
 
   MaskKind mask_kind = MaskKind::none;
   const bool* bool_mask = nullptr;
-  const T* additive_mask = nullptr;
+  const Q* additive_mask = nullptr;
   Strides mask_batch;
   Index mask_row = 0, mask_col = 0;
 
   int head_axis = -1;     // index in `batch` of the head dimension, or -1
   Index gqa_group = 1;    // query heads per key/value head
-  T scale = T(1);
+  compute_type scale = compute_type(1);
   Causal causal = Causal::none;
 
   Index batch_count() const noexcept { return batch.numel(); }

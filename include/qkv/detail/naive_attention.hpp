@@ -14,25 +14,33 @@
 
 namespace qkv::detail {
 
-/// Scores of row `row` (scaled, masked, -inf where hidden) into `scores[0..S)`.
-/// Returns the row maximum (-inf when every key is hidden).
-template <class T>
-T naive_scores(const AttentionProblem<T>& p, const typename AttentionProblem<T>::Offsets& o,
+/// x rounded to Q's precision and widened back: the P of PyTorch's second product for
+/// 16-bit inputs, x itself otherwise.
+template <class Q, class T>
+T round_to(T x) noexcept {
+  if constexpr (is_half_v<Q>) return static_cast<T>(Q(x));
+  else return x;
+}
+
+/// Scores of row `row` (scaled, masked, -inf where hidden) into `scores[0..S)`, in the
+/// compute type T. Returns the row maximum (-inf when every key is hidden).
+template <class Q, class KV, class T = compute_t<Q>>
+T naive_scores(const AttentionProblem<Q, KV>& p, const typename AttentionProblem<Q, KV>::Offsets& o,
                Index row, T* scores) {
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
-  const T* q = p.q + o.q + row * p.q_row;
+  const Q* q = p.q + o.q + row * p.q_row;
   const Index visible = p.visible_keys(row);
   T row_max = neg_inf;
   for (Index j = 0; j < p.key_len; ++j) {
     T s = neg_inf;
     if (j < visible) {
-      const T* k = p.k + o.k + j * p.k_row;
+      const KV* k = p.k + o.k + j * p.k_row;
       T dot = 0;
-      for (Index e = 0; e < p.head_dim; ++e) dot += q[e * p.q_col] * k[e * p.k_col];
+      for (Index e = 0; e < p.head_dim; ++e) dot += static_cast<T>(q[e * p.q_col]) * static_cast<T>(k[e * p.k_col]);
       s = dot * p.scale;
       const Index m = o.mask + row * p.mask_row + j * p.mask_col;
       if (p.mask_kind == MaskKind::boolean && !p.bool_mask[m]) s = neg_inf;
-      if (p.mask_kind == MaskKind::additive) s += p.additive_mask[m];
+      if (p.mask_kind == MaskKind::additive) s += static_cast<T>(p.additive_mask[m]);
     }
     scores[j] = s;
     row_max = std::max(row_max, s);
@@ -42,9 +50,12 @@ T naive_scores(const AttentionProblem<T>& p, const typename AttentionProblem<T>:
 
 /// Attention of every row of every batch element, written to p.out; when `weights` is
 /// not null it receives the (batch..., L, S) softmax weights, contiguous. A row whose
-/// keys are all hidden has no softmax: its output and weights are zeros.
-template <class T>
-void naive_attention(const AttentionProblem<T>& p, T* weights) {
+/// keys are all hidden has no softmax: its output and weights are zeros. For 16-bit
+/// inputs the weights are rounded to their type before the product with V, as PyTorch's
+/// math path does; everything else is computed in float.
+template <class Q, class KV>
+void naive_attention(const AttentionProblem<Q, KV>& p, Q* weights) {
+  using T = compute_t<Q>;
   // The calling thread's reusable scratch: tiny calls (the notebooks' 6 × 3) must not pay
   // for an allocation.
   // Scores are padded to whole packets, so that the exponentials of a row are a few
@@ -69,17 +80,20 @@ void naive_attention(const AttentionProblem<T>& p, T* weights) {
         sum = simd::padd(sum, e);
       }
       const T inv_sum = hidden ? T(0) : T(1) / simd::predux(sum);
-      for (Index j = 0; j < p.key_len; ++j) scores[j] *= inv_sum;
-      if (weights) std::copy(scores, scores + p.key_len, weights + (b * p.query_len + i) * p.key_len);
+      for (Index j = 0; j < p.key_len; ++j) scores[j] = round_to<Q>(scores[j] * inv_sum);
+      if (weights) {
+        Q* w = weights + (b * p.query_len + i) * p.key_len;
+        for (Index j = 0; j < p.key_len; ++j) w[j] = static_cast<Q>(scores[j]);
+      }
       // One output element at a time, summed in a register: accumulating whole rows in
       // `out` would chain every step through a store and a reload.
-      T* out = p.out + o.out + i * p.out_row;
-      const T* v = p.v + o.v;
+      Q* out = p.out + o.out + i * p.out_row;
+      const KV* v = p.v + o.v;
       for (Index e = 0; e < p.value_dim; ++e) {
         T sum_e = 0;
-        for (Index j = 0; j < p.key_len; ++j)
-          if (scores[j] != T(0)) sum_e += scores[j] * v[j * p.v_row + e * p.v_col];  // skips hidden keys
-        out[e * p.out_col] = sum_e;
+        for (Index j = 0; j < p.key_len; ++j)  // skips hidden keys
+          if (scores[j] != T(0)) sum_e += scores[j] * static_cast<T>(v[j * p.v_row + e * p.v_col]);
+        out[e * p.out_col] = static_cast<Q>(sum_e);
       }
     }
   }

@@ -1,13 +1,24 @@
 // SPDX-License-Identifier: MIT
 // SIMD building blocks of the attention kernels, on Eigen's packet primitives so that one
 // source runs on SSE, AVX2, AVX-512 and NEON: the packet type of T, the register budget,
-// and a fast exponential for the softmax.
+// a fast exponential for the softmax, loads that widen 16-bit values to float, and the
+// AVX512_BF16 dot product (vdpbf16ps), for which Eigen has no packet operation.
 #pragma once
 
 #include <Eigen/Core>
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
+
+#if defined(__AVX512BF16__) && defined(EIGEN_VECTORIZE_AVX512)
+#include <immintrin.h>
+/// Defined where the fused kernel computes bfloat16 products with vdpbf16ps.
+#define QKV_BF16_DOT 1
+#endif
+
+#include "../half.hpp"
 
 namespace qkv::detail {
 
@@ -19,6 +30,14 @@ using Packet = typename simd::packet_traits<T>::type;
 
 template <class T>
 inline constexpr int packet_size = simd::unpacket_traits<Packet<T>>::size;
+
+/// An array bound from an int or Index constant: bounds are std::size_t, and a signed
+/// size as it is would convert with a sign warning (-Wsign-conversion). Arrays of other
+/// types go through Array; packets cannot, an alias template would drop their alignment.
+template <std::ptrdiff_t N>
+inline constexpr std::size_t extent = std::size_t{N};
+template <class T, std::ptrdiff_t N>
+using Array = T[extent<N>];
 
 /// Vector registers of the target: 32 on AVX-512 and NEON, 16 on SSE and AVX2.
 #ifdef EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS
@@ -66,6 +85,98 @@ EIGEN_STRONG_INLINE P pexp_clamped(const P& x) {
     return simd::pselect(simd::pcmp_lt(x, simd::pset1<P>(T(-762.4618986159398))), simd::pset1<P>(T(0)), e);
   }
 }
+
+/// A packet of float from `size` consecutive values at `from` (unaligned): loaded as they
+/// are when H is float, widened exactly from bfloat16 (a shift) or half (F16C's vcvtph2ps
+/// where the target has it) otherwise.
+template <class P, class H>
+EIGEN_STRONG_INLINE P ploadu_widened(const H* from) {
+  using T = typename simd::unpacket_traits<P>::type;
+  constexpr int size = simd::unpacket_traits<P>::size;
+  if constexpr (std::is_same_v<H, T>) {
+    return simd::ploadu<P>(from);
+  } else {
+#ifdef EIGEN_VECTORIZE_AVX512
+    if constexpr (size == 16 && std::is_same_v<H, bfloat16>) return simd::Bf16ToF32(simd::ploadu<simd::Packet16bf>(from));
+    if constexpr (size == 16 && std::is_same_v<H, half>) return simd::half2float(simd::ploadu<simd::Packet16h>(from));
+#endif
+#ifdef EIGEN_VECTORIZE_AVX
+    if constexpr (size == 8 && std::is_same_v<H, bfloat16>) return simd::Bf16ToF32(simd::ploadu<simd::Packet8bf>(from));
+    if constexpr (size == 8 && std::is_same_v<H, half>) return simd::half2float(simd::ploadu<simd::Packet8h>(from));
+#endif
+    EIGEN_ALIGN64 Array<T, size> lanes;
+    for (int i = 0; i < size; ++i) lanes[i] = static_cast<T>(from[i]);
+    return simd::pload<P>(lanes);
+  }
+}
+
+/// x rounded to H's precision (to nearest even) and widened back; x itself when H is the
+/// lanes' own type. The softmax weights of 16-bit inputs go through it before their
+/// product with V, as in PyTorch.
+template <class H, class P>
+EIGEN_STRONG_INLINE P pround_to(const P& x) {
+  using T = typename simd::unpacket_traits<P>::type;
+  constexpr int size = simd::unpacket_traits<P>::size;
+  if constexpr (!is_half_v<H>) {
+    return x;
+  } else {
+#ifdef EIGEN_VECTORIZE_AVX512
+    if constexpr (size == 16 && std::is_same_v<H, bfloat16>) return simd::Bf16ToF32(simd::F32ToBf16(x));
+    if constexpr (size == 16 && std::is_same_v<H, half>) return simd::half2float(simd::float2half(x));
+#endif
+#ifdef EIGEN_VECTORIZE_AVX
+    if constexpr (size == 8 && std::is_same_v<H, bfloat16>) return simd::Bf16ToF32(simd::F32ToBf16(x));
+    if constexpr (size == 8 && std::is_same_v<H, half>) return simd::half2float(simd::float2half(x));
+#endif
+    EIGEN_ALIGN64 Array<T, size> lanes;
+    simd::pstore(lanes, x);
+    for (int i = 0; i < size; ++i) lanes[i] = static_cast<T>(H(lanes[i]));
+    return simd::pload<P>(lanes);
+  }
+}
+
+#ifdef QKV_BF16_DOT
+/// 32 bfloat16 values as 16 pairs, one pair per 32-bit lane: vdpbf16ps's operand.
+using PacketBf16Pairs = __m512i;
+
+/// acc + a·b in pairs: lane i gains a[2i]·b[2i] + a[2i+1]·b[2i+1], each product exact and
+/// accumulated in float (vdpbf16ps).
+EIGEN_ALWAYS_INLINE Eigen::internal::Packet16f pdot_bf16(const Eigen::internal::Packet16f& acc,
+                                                          const PacketBf16Pairs& a, const PacketBf16Pairs& b) {
+  return _mm512_dpbf16_ps(acc, __builtin_bit_cast(__m512bh, a), __builtin_bit_cast(__m512bh, b));
+}
+
+/// The pair of bfloat16 at `from` in every lane.
+EIGEN_ALWAYS_INLINE PacketBf16Pairs pbroadcast_pair(const bfloat16* from) {
+  std::int32_t pair;
+  std::memcpy(&pair, from, sizeof pair);
+  return _mm512_set1_epi32(pair);
+}
+
+/// Lane i of `first` and of `second`, rounded to bfloat16 (to nearest even), as pair i.
+EIGEN_ALWAYS_INLINE PacketBf16Pairs pinterleave_bf16(const Eigen::internal::Packet16f& first,
+                                                      const Eigen::internal::Packet16f& second) {
+  // vcvtne2ps2bf16 puts `first` in the low 16 values, `second` in the high 16.
+  const __m512i halves = __builtin_bit_cast(__m512i, _mm512_cvtne2ps_pbh(second, first));
+  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                         6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(order, halves);
+}
+
+/// The first and second values of each pair, widened to float.
+EIGEN_ALWAYS_INLINE void psplit_bf16(const PacketBf16Pairs& pairs, Eigen::internal::Packet16f& first,
+                                     Eigen::internal::Packet16f& second) {
+  first = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+  second = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+/// 16 values from each of `first` and `second` (unaligned) as 16 pairs.
+EIGEN_ALWAYS_INLINE PacketBf16Pairs pzip_bf16(const bfloat16* first, const bfloat16* second) {
+  const __m512i a = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(first)));
+  const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(second)));
+  return _mm512_or_si512(a, _mm512_slli_epi32(b, 16));
+}
+#endif
 
 /// Scalar e^x, rounded as the lanes of pexp_clamped.
 template <class T>

@@ -14,7 +14,8 @@
 //      out = Σ e^(m_c − M)·o_c / Σ e^(m_c − M)·l_c, in chunk order.
 // C does not depend on the thread count, nor does the order of any sum, so results are
 // bitwise identical for any thread count. Memory: (Ev + 2) partial values per row and
-// chunk, plus C scores per thread. A row that may see no key gives zeros.
+// chunk, plus C scores per thread. A row that may see no key gives zeros. A 16-bit cache
+// is read as it is, half the bytes of float, and widened to float in registers.
 #pragma once
 
 #include <algorithm>
@@ -23,14 +24,18 @@
 #include <limits>
 
 #include "attention_problem.hpp"
+#include "naive_attention.hpp"
 #include "packet_math.hpp"
 #include "../parallel.hpp"
 
 namespace qkv::detail {
 
-template <class T>
+template <class Q, class KV>
 class SplitKeyDecode {
+  using T = compute_t<Q>;
   using P = Packet<T>;
+  using Problem = AttentionProblem<Q, KV>;
+  using Offsets = typename Problem::Offsets;
   static constexpr int lanes = packet_size<T>;
   // Accumulators of o per pass over the chunk: 16 packets make E = 128 one pass over whole
   // V rows on AVX2, at the price of about one spilled register; two passes over half rows
@@ -39,7 +44,7 @@ class SplitKeyDecode {
   static constexpr int streams = 4;        // runs of keys read at once
 
  public:
-  SplitKeyDecode(const AttentionProblem<T>& p, Index chunk)
+  SplitKeyDecode(const Problem& p, Index chunk)
       : p_(p), chunk_(chunk),
         key_end_(p.query_len > 0 ? p.visible_keys(p.query_len - 1) : 0),
         chunks_(std::max<Index>((key_end_ + chunk - 1) / chunk, 1)),
@@ -73,26 +78,34 @@ class SplitKeyDecode {
     }
   }
 
-  // 2. Row r of the output from its chunks.
-  void combine(Index r, const T* partial) const {
+  // 2. Row r of the output from its chunks. Each chunk's m is replaced by its weight
+  // e^(m_c − M) (the row's partials are its own), then each output element is summed over
+  // the chunks in order and written once, in the output's type.
+  void combine(Index r, T* partial) const {
     const Index b = r / p_.query_len, i = r % p_.query_len;
-    const T* part = partial + r * chunks_ * partial_size();
+    T* part = partial + r * chunks_ * partial_size();
     T m = -std::numeric_limits<T>::infinity();
     for (Index c = 0; c < chunks_; ++c) m = nan_max(m, part[c * partial_size()]);
-    T* out = p_.out + p_.offsets(b).out + i * p_.out_row;
-    const bool hidden = m == -std::numeric_limits<T>::infinity();
-    for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] = T(0);
-    if (hidden) return;
+    Q* out = p_.out + p_.offsets(b).out + i * p_.out_row;
+    if (m == -std::numeric_limits<T>::infinity()) {
+      for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] = Q(0.0f);
+      return;
+    }
     T l = 0;
     for (Index c = 0; c < chunks_; ++c) {
-      const T* pc = part + c * partial_size();
-      if (pc[0] == -std::numeric_limits<T>::infinity()) continue;
-      const T weight = exp_clamped(pc[0] - m);
-      l += weight * pc[1];
-      for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] += weight * pc[2 + e];
+      T* pc = part + c * partial_size();
+      pc[0] = pc[0] == -std::numeric_limits<T>::infinity() ? T(0) : exp_clamped(pc[0] - m);
+      l += pc[0] * pc[1];
     }
     const T inv_l = T(1) / l;
-    for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] *= inv_l;
+    for (Index e = 0; e < p_.value_dim; ++e) {
+      T sum = 0;
+      for (Index c = 0; c < chunks_; ++c) {
+        const T* pc = part + c * partial_size();
+        if (pc[0] != T(0)) sum += pc[0] * pc[2 + e];
+      }
+      out[e * p_.out_col] = static_cast<Q>(sum * inv_l);
+    }
   }
 
  private:
@@ -103,20 +116,19 @@ class SplitKeyDecode {
   Index partial_size() const noexcept { return p_.value_dim + 2; }  // m, l, o[Ev]
   static Index round_up(Index n) noexcept { return (n + 15) / 16 * 16; }
 
-  void chunk_softmax(const typename AttentionProblem<T>::Offsets& o, Index i, Index first, Index last, T* q,
-                     T* scores, T* part) const {
+  void chunk_softmax(const Offsets& o, Index i, Index first, Index last, T* q, T* scores, T* part) const {
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
     part[0] = neg_inf, part[1] = T(0);
     std::fill(part + 2, part + partial_size(), T(0));
     if (last <= first) return;
     const Index n = last - first;
-    const T* qi = p_.q + o.q + i * p_.q_row;
-    for (Index e = 0; e < p_.head_dim; ++e) q[e] = qi[e * p_.q_col] * p_.scale;
+    const Q* qi = p_.q + o.q + i * p_.q_row;
+    for (Index e = 0; e < p_.head_dim; ++e) q[e] = static_cast<T>(qi[e * p_.q_col]) * p_.scale;
     // The keys in `streams` interleaved runs (the quarters of the chunk): one stream alone
     // leaves part of a core's memory parallelism unused, as a single reader of memory does.
     const Index run = n / streams;
     for (Index j = 0; j < run; ++j) {
-      const T* k = p_.k + o.k + (first + j) * p_.k_row;
+      const KV* k = p_.k + o.k + (first + j) * p_.k_row;
       dots<streams>(q, k, run * p_.k_row, scores + j, run);
     }
     for (Index j = streams * run; j < n; ++j) dots<1>(q, p_.k + o.k + (first + j) * p_.k_row, 0, scores + j, 0);
@@ -126,7 +138,7 @@ class SplitKeyDecode {
       if (p_.mask_kind != MaskKind::none) {
         const Index at = o.mask + i * p_.mask_row + (first + j) * p_.mask_col;
         if (p_.mask_kind == MaskKind::boolean) s = p_.bool_mask[at] ? s : neg_inf;
-        else s += p_.additive_mask[at];
+        else s += static_cast<T>(p_.additive_mask[at]);
       }
       scores[j] = s;
       m = nan_max(m, s);
@@ -139,44 +151,48 @@ class SplitKeyDecode {
 
   // out[s·out_step] = q·k_s for the N keys k_s = k + s·k_step.
   template <int N>
-  void dots(const T* q, const T* k, Index k_step, T* out, Index out_step) const {
+  void dots(const T* q, const KV* k, Index k_step, T* out, Index out_step) const {
     const Index n = p_.head_dim;
     Index e = 0;
-    T sum[N] = {};
+    Array<T, N> sum = {};
     if (p_.k_col == 1 && lanes > 1) {
-      P acc[N];
+      P acc[extent<N>];
       for (int s = 0; s < N; ++s) acc[s] = simd::pset1<P>(T(0));
       for (; e + lanes <= n; e += lanes) {
         const P x = simd::pload<P>(q + e);
-        for (int s = 0; s < N; ++s) acc[s] = simd::pmadd(x, simd::ploadu<P>(k + s * k_step + e), acc[s]);
+        for (int s = 0; s < N; ++s) acc[s] = simd::pmadd(x, ploadu_widened<P>(k + s * k_step + e), acc[s]);
       }
       for (int s = 0; s < N; ++s) sum[s] = simd::predux(acc[s]);
     }
     for (int s = 0; s < N; ++s) {
-      for (Index r = e; r < n; ++r) sum[s] += q[r] * k[s * k_step + r * p_.k_col];
+      for (Index r = e; r < n; ++r) sum[s] += q[r] * static_cast<T>(k[s * k_step + r * p_.k_col]);
       out[s * out_step] = sum[s];
     }
   }
 
-  // scores[j] = e^(scores[j] − m); returns their sum.
+  // scores[j] = e^(scores[j] − m); returns their sum. For 16-bit inputs the weights are
+  // stored rounded to that type (PyTorch's P for the product with V), the sum unrounded.
   static T exponentiate(T* scores, Index n, T m) {
     const P mp = simd::pset1<P>(m);
     P sum = simd::pset1<P>(T(0));
     Index j = 0;
     for (; j + lanes <= n; j += lanes) {
       const P e = pexp_clamped(simd::psub(simd::pload<P>(scores + j), mp));
-      simd::pstore(scores + j, e);
+      simd::pstore(scores + j, pround_to<Q>(e));
       sum = simd::padd(sum, e);
     }
     T total = lanes > 1 ? simd::predux(sum) : simd::pfirst(sum);
-    for (; j < n; ++j) total += scores[j] = exp_clamped(scores[j] - m);
+    for (; j < n; ++j) {
+      const T e = exp_clamped(scores[j] - m);
+      total += e;
+      scores[j] = round_to<Q>(e);
+    }
     return total;
   }
 
   // acc[e] = Σ_j weights[j]·v_j[e], `value_packets` packets of e per pass over the keys.
-  void weighted_values(const typename AttentionProblem<T>::Offsets& o, Index first, Index n, const T* weights,
-                       T* acc) const {
-    const T* v = p_.v + o.v + first * p_.v_row;
+  void weighted_values(const Offsets& o, Index first, Index n, const T* weights, T* acc) const {
+    const KV* v = p_.v + o.v + first * p_.v_row;
     Index e = 0;
     if (p_.v_col == 1 && lanes > 1) {
       for (; e + value_packets * lanes <= p_.value_dim; e += value_packets * lanes) values_block<value_packets>(v + e, n, weights, acc + e);
@@ -187,30 +203,30 @@ class SplitKeyDecode {
       for (; e + lanes <= p_.value_dim; e += lanes) values_block<1>(v + e, n, weights, acc + e);
     }
     for (; e < p_.value_dim; ++e)
-      for (Index j = 0; j < n; ++j) acc[e] += weights[j] * v[j * p_.v_row + e * p_.v_col];
+      for (Index j = 0; j < n; ++j) acc[e] += weights[j] * static_cast<T>(v[j * p_.v_row + e * p_.v_col]);
   }
 
   // The keys in `streams` interleaved runs, as for K.
   template <int Packets>
-  void values_block(const T* v, Index n, const T* weights, T* acc) const {
-    P sum[Packets];
+  void values_block(const KV* v, Index n, const T* weights, T* acc) const {
+    P sum[extent<Packets>];
     for (int p = 0; p < Packets; ++p) sum[p] = simd::pset1<P>(T(0));
     const Index run = n / streams, run_step = run * p_.v_row;
     for (Index j = 0; j < run; ++j) {
-      const T* vj = v + j * p_.v_row;
+      const KV* vj = v + j * p_.v_row;
       for (int s = 0; s < streams; ++s) {
         const P w = simd::pset1<P>(weights[j + s * run]);
-        for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, simd::ploadu<P>(vj + s * run_step + p * lanes), sum[p]);
+        for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, ploadu_widened<P>(vj + s * run_step + p * lanes), sum[p]);
       }
     }
     for (Index j = streams * run; j < n; ++j) {
       const P w = simd::pset1<P>(weights[j]);
-      for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, simd::ploadu<P>(v + j * p_.v_row + p * lanes), sum[p]);
+      for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, ploadu_widened<P>(v + j * p_.v_row + p * lanes), sum[p]);
     }
     for (int p = 0; p < Packets; ++p) simd::pstoreu(acc + p * lanes, sum[p]);
   }
 
-  const AttentionProblem<T>& p_;
+  const Problem& p_;
   Index chunk_;
   Index key_end_;
   Index chunks_;
@@ -218,9 +234,10 @@ class SplitKeyDecode {
 };
 
 /// Runs the split-key decode kernel: partial softmaxes per chunk, then their combination.
-template <class T>
-void split_key_decode(const AttentionProblem<T>& p, Index chunk, AttentionWorkspace* workspace) {
-  const SplitKeyDecode<T> kernel(p, chunk);
+template <class Q, class KV>
+void split_key_decode(const AttentionProblem<Q, KV>& p, Index chunk, AttentionWorkspace* workspace) {
+  using T = compute_t<Q>;
+  const SplitKeyDecode<Q, KV> kernel(p, chunk);
   T* partial = static_cast<T*>(call_scratch(workspace, kernel.partial_bytes()));
   const std::size_t bytes = kernel.scratch_bytes();
   parallel_for(kernel.tasks(), p.flops(), workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
