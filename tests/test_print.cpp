@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Tests for qkv/print.hpp. Every expected string is the output of real PyTorch 1.13 or
-// NumPy 1.24 for the same values, printed by tests/data/make_print_cases.py.
+// NumPy 1.24 for the same values, printed by tests/data/make_print_cases.py (the bfloat16
+// and float16 cases, with their inputs as bit patterns, in tests/data/print_half_cases.inc).
 #include <qkv/print.hpp>
 
 #include <gtest/gtest.h>
@@ -8,8 +9,12 @@
 #include <cstdint>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
+
+#include "test_util.hpp"
 
 namespace {
 
@@ -483,6 +488,92 @@ TEST(NumpyRepr, AcceptsViews) {
   const TensorView<const double> view = notebook_array().view();
   EXPECT_EQ(qkv::numpy_repr(view), qkv::numpy_repr(notebook_array()));
   EXPECT_EQ(qkv::numpy_str(view), qkv::numpy_str(notebook_array()));
+}
+
+// ---------------------------------------------------------------------------------------
+// bfloat16 and float16: PyTorch prints them through .float(); NumPy prints float16 with
+// its own shortest digits and has no bfloat16.
+
+struct HalfPrintCase {
+  const char* name;
+  const char* dtype;  // "bfloat16" or "float16"
+  std::vector<Index> shape;
+  std::vector<std::uint16_t> bits;  // the elements' bit patterns, in C order
+  bool transpose;                   // print t.T rather than t
+  const char* torch_repr;
+  const char* numpy_repr;  // null for bfloat16
+  const char* numpy_str;
+};
+
+const std::vector<HalfPrintCase>& half_print_cases() {
+  static const std::vector<HalfPrintCase> cases = {
+#include "data/print_half_cases.inc"
+  };
+  return cases;
+}
+
+// The tensor a case holds, built from its bit patterns: no conversion is involved.
+template <class H>
+Tensor<H> from_bits(const HalfPrintCase& c) {
+  Shape shape;
+  for (Index d : c.shape) shape.push_back(d);
+  Tensor<H> t(shape);
+  EXPECT_EQ(static_cast<std::size_t>(t.numel()), c.bits.size()) << c.name;
+  for (Index i = 0; i < t.numel() && static_cast<std::size_t>(i) < c.bits.size(); ++i)
+    t.data()[i] = Eigen::numext::bit_cast<H>(c.bits[static_cast<std::size_t>(i)]);
+  return t;
+}
+
+template <class H>
+void check_half_cases(const char* dtype) {
+  int checked = 0;
+  for (const HalfPrintCase& c : half_print_cases()) {
+    if (std::string(c.dtype) != dtype) continue;
+    SCOPED_TRACE(std::string(dtype) + " " + c.name);
+    const Tensor<H> t = from_bits<H>(c);
+    const TensorView<const H> shown = c.transpose ? t.view().transpose(0, 1) : t.view();
+    EXPECT_EQ(qkv::torch_repr(shown), c.torch_repr);
+    std::ostringstream streamed;
+    streamed << shown;
+    EXPECT_EQ(streamed.str(), c.torch_repr);
+    if (!c.transpose) {
+      EXPECT_EQ(qkv::torch_repr(t), c.torch_repr);
+    }
+    if constexpr (std::is_same_v<H, qkv::half>) {
+      ASSERT_NE(c.numpy_repr, nullptr);
+      EXPECT_EQ(qkv::numpy_repr(shown), c.numpy_repr);
+      EXPECT_EQ(qkv::numpy_str(shown), c.numpy_str);
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 25) << "cases of " << dtype << " in print_half_cases.inc";
+}
+
+TEST(TorchRepr, BFloat16PrintsAsPyTorch) { check_half_cases<qkv::bfloat16>("bfloat16"); }
+TEST(TorchRepr, Float16PrintsAsPyTorchAndNumpy) { check_half_cases<qkv::half>("float16"); }
+
+TEST(TorchRepr, HalfTypesNameTheirDtype) {
+  // The examples of the issue, built by conversion from float as torch.tensor(...).to(dtype).
+  const Tensor<qkv::bfloat16> b = {{qkv::bfloat16(0.1f), qkv::bfloat16(0.2f)}};
+  EXPECT_EQ(qkv::torch_repr(b), R"(tensor([[0.1001, 0.2002]], dtype=torch.bfloat16))");
+  const Tensor<qkv::half> h = {qkv::half(1.0f), qkv::half(2.0f)};
+  EXPECT_EQ(qkv::torch_repr(h), R"(tensor([1., 2.], dtype=torch.float16))");
+  EXPECT_EQ(qkv::numpy_repr(h), R"(array([1., 2.], dtype=float16))");
+  EXPECT_EQ(qkv::torch_repr(Tensor<qkv::half>::zeros({0})), R"(tensor([], dtype=torch.float16))");
+}
+
+TEST(NumpyRepr, RefusesBFloat16) {
+  const Tensor<qkv::bfloat16> b = Tensor<qkv::bfloat16>::zeros({2, 3});
+  using qkv::test::ThrowsWith;
+  EXPECT_TRUE(ThrowsWith<std::invalid_argument>(
+      [&] { qkv::numpy_repr(b); },
+      {"qkv::numpy_repr: NumPy has no bfloat16 dtype (Tensor<bfloat16> of shape [2,3]); "
+       "print qkv::to<float>(x), which holds the same values"}));
+  EXPECT_TRUE(ThrowsWith<std::invalid_argument>([&] { qkv::numpy_str(b.view()[1]); },
+                                                {"qkv::numpy_str: NumPy has no bfloat16 dtype", "shape [3]"}));
+  // The suggested conversion prints as NumPy prints the same values in float32.
+  EXPECT_EQ(qkv::numpy_repr(qkv::to<float>(Tensor<qkv::bfloat16>{qkv::bfloat16(0.5f), qkv::bfloat16(-2.0f)})),
+            R"(array([ 0.5, -2. ], dtype=float32))");
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // Printing tensors exactly as PyTorch 1.13 and NumPy 1.24 do with their default print
 // options: torch_repr and operator<< as repr(tensor), numpy_repr / numpy_str as repr / str
 // of an ndarray, so that output can be compared character for character with a notebook.
+// float, double, bfloat16 and half (float16) tensors; NumPy has no bfloat16, so numpy_repr
+// and numpy_str refuse it.
 #pragma once
 
 #include <algorithm>
@@ -10,7 +12,9 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <cstdint>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -56,6 +60,91 @@ std::string shortest_chars(T x, std::chars_format format) {
   return std::string(buf.data(), result.ptr);
 }
 
+/// `x` correctly rounded to `precision` digits after the point, as printf("%.*f") / "%.*e".
+template <class T>
+std::string rounded_chars(T x, std::chars_format format, int precision) {
+  CharsBuffer buf{};
+  const auto result = std::to_chars(buf.data(), buf.data() + buf.size(), x, format, precision);
+  return std::string(buf.data(), result.ptr);
+}
+
+/// The shortest digits that read back as the float16 value `x` (NumPy's Dragon4 with
+/// unique=True on a float16): "0.1" for the half nearest 0.1, whose float digits are
+/// 0.099975586. A decimal exactly halfway to a neighbour reads back when x's significand
+/// is even, as round-to-nearest-even would read it. The fixed form keeps every digit down
+/// to the units ("4112", as NumPy prints it inside an array, and as to_chars' fixed form
+/// does for float); str(np.float16(4112)) is "4110.0", which shortest_fixed_chars gives.
+inline std::string shortest_chars(half x, std::chars_format format) {
+  const double value = static_cast<double>(static_cast<float>(x));
+  if (!std::isfinite(value) || value == 0) return shortest_chars(value, format);
+  const bool negative = value < 0;
+  const double magnitude = std::abs(value);
+  // The interval of reals that round to x: half an ulp each side, a quarter below a power
+  // of two (the ulp below is half as wide). Bounds and candidates are exact in double.
+  const unsigned bits = static_cast<unsigned>(x.x) & 0x7fffu;
+  const unsigned exponent_field = bits >> 10;
+  const bool even = (bits & 1u) == 0;
+  const double ulp = std::ldexp(1.0, exponent_field == 0 ? -24 : static_cast<int>(exponent_field) - 25);
+  const double high = magnitude + ulp / 2;
+  const double low = magnitude - ((bits & 0x3ffu) == 0 && exponent_field > 1 ? ulp / 4 : ulp / 2);
+
+  // Every significant digit of the value (a half has at most 18), then the first p + 1 of
+  // them, truncated and rounded up, for p = 0, 1, ...: the first that lies inside wins;
+  // if both do, the nearer, and at an exact tie the even last digit.
+  const std::string exact = rounded_chars(magnitude, std::chars_format::scientific, 24);
+  const auto e = exact.find('e');
+  const int exponent10 = std::stoi(exact.substr(e + 1));
+  const std::string digits = exact.substr(0, 1) + exact.substr(2, e - 2);
+  const int first_p = format == std::chars_format::fixed ? std::max(0, exponent10) : 0;
+  for (int p = first_p;; ++p) {
+    const std::size_t kept = static_cast<std::size_t>(p) + 1;
+    const std::string head = digits.substr(0, kept);
+    const std::string rest = digits.substr(kept);
+    const std::uint64_t down = std::stoull(head), up = down + 1;
+    const int scale = exponent10 - p;  // the candidates are down·10^scale and up·10^scale
+    const auto value_of = [&](std::uint64_t c) {
+      return std::stod(std::to_string(c) + "e" + std::to_string(scale));
+    };
+    const double down_value = value_of(down), up_value = value_of(up);
+    const bool down_in = down_value > low || (even && down_value == low);
+    const bool up_in = up_value < high || (even && up_value == high);
+    if (!down_in && !up_in) continue;
+    std::uint64_t chosen = down_in ? down : up;
+    if (down_in && up_in) {
+      const auto nonzero = rest.find_first_not_of('0');
+      const int vs_half = nonzero == std::string::npos ? -1
+                          : rest[0] != '5' ? (rest[0] < '5' ? -1 : 1)
+                          : rest.find_first_not_of('0', 1) == std::string::npos ? 0 : 1;
+      chosen = vs_half < 0 || (vs_half == 0 && down % 2 == 0) ? down : up;
+    }
+    // chosen·10^scale in the requested form, trailing zeros dropped.
+    std::string d = std::to_string(chosen);
+    int point = static_cast<int>(d.size()) + scale;  // digits before the decimal point
+    std::string s = negative ? "-" : "";
+    if (format == std::chars_format::scientific) {
+      const int exp = point - 1;
+      d.erase(d.find_last_not_of('0') + 1);
+      s += d.substr(0, 1);
+      if (d.size() > 1) s += "." + d.substr(1);
+      const std::string exp_digits = std::to_string(exp < 0 ? -exp : exp);
+      return s + "e" + (exp < 0 ? "-" : "+") + (exp_digits.size() < 2 ? "0" : "") + exp_digits;
+    }
+    if (point >= static_cast<int>(d.size())) return s + d + repeat('0', point - static_cast<int>(d.size()));
+    if (point <= 0) {
+      d = repeat('0', 1 - point) + d;
+      point = 1;
+    }
+    std::string fraction = d.substr(static_cast<std::size_t>(point));
+    fraction.erase(fraction.find_last_not_of('0') + 1);
+    return s + d.substr(0, static_cast<std::size_t>(point)) + (fraction.empty() ? "" : "." + fraction);
+  }
+}
+
+/// `x` correctly rounded to `precision` digits, as rounded_chars of its exact float value.
+inline std::string rounded_chars(half x, std::chars_format format, int precision) {
+  return rounded_chars(static_cast<double>(static_cast<float>(x)), format, precision);
+}
+
 /// The shortest round-trip significant digits of `x` in positional notation, padded with
 /// zeros: float 157523856 gives "157523860", as str(np.float32(157523856)). to_chars'
 /// fixed form gives the exact "157523856" instead, which is what NumPy prints for the same
@@ -76,14 +165,6 @@ std::string shortest_fixed_chars(T x) {
   if (digits.size() <= integer_digits)
     return s + digits + std::string(integer_digits - digits.size(), '0');
   return s + digits.substr(0, integer_digits) + '.' + digits.substr(integer_digits);
-}
-
-/// `x` correctly rounded to `precision` digits after the point, as printf("%.*f") / "%.*e".
-template <class T>
-std::string rounded_chars(T x, std::chars_format format, int precision) {
-  CharsBuffer buf{};
-  const auto result = std::to_chars(buf.data(), buf.data() + buf.size(), x, format, precision);
-  return std::string(buf.data(), result.ptr);
 }
 
 /// Python's and NumPy's spelling of a non-finite value: the sign of a NaN is never shown.
@@ -205,12 +286,12 @@ class TorchFormatter {
   std::size_t max_width_ = 1;
 };
 
+/// The dtype a repr names: torch_dtype_name's for the floating types and bool, and the
+/// integer types' names by size.
 template <class T>
-std::string torch_dtype_name() {
+std::string torch_print_dtype() {
   static_assert(!std::is_same_v<T, long double>, "qkv: PyTorch has no long double dtype");
-  if constexpr (std::is_same_v<T, float>) return "torch.float32";
-  else if constexpr (std::is_same_v<T, double>) return "torch.float64";
-  else if constexpr (std::is_same_v<T, bool>) return "torch.bool";
+  if constexpr (is_floating_v<T> || std::is_same_v<T, bool>) return torch_dtype_name<T>();
   // Unsigned types wider than a byte have no PyTorch 1.13 dtype; these are the names
   // later releases gave them.
   else return std::string(std::is_signed_v<T> ? "torch.int" : "torch.uint") +
@@ -320,8 +401,8 @@ DecimalParts numpy_capped_digits(T x, std::chars_format format) {
 /// as numpy.core.arrayprint.FloatingFormat.
 template <class T>
 class NumpyFloatFormatter {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "qkv: numpy_repr and numpy_str print float and double arrays");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, half>,
+                "qkv: numpy_repr and numpy_str print float, double and half arrays");
 
  public:
   explicit NumpyFloatFormatter(const std::vector<T>& values) {
@@ -341,17 +422,20 @@ class NumpyFloatFormatter {
 
  private:
   static bool needs_exp_format(const std::vector<T>& finite) {
-    T lo = std::numeric_limits<T>::infinity(), hi = 0;
+    T lo = std::numeric_limits<T>::infinity(), hi = T(0);
     for (T v : finite)
-      if (v != 0) {
-        lo = std::min(lo, std::abs(v));
-        hi = std::max(hi, std::abs(v));
+      if (v != T(0)) {
+        const T magnitude = v < T(0) ? T(-v) : v;
+        if (magnitude < lo) lo = magnitude;
+        if (hi < magnitude) hi = magnitude;
       }
-    if (hi == 0) return false;
+    if (hi == T(0)) return false;
     // The ratio is taken in the array's own type (a float32 quotient may overflow to
-    // inf), the bounds are compared as doubles, as NumPy does.
-    const T ratio = hi / lo;
-    return hi >= 1.0e8 || static_cast<double>(lo) < 1.0e-4 || ratio > T(1000);
+    // inf, a float16 one is rounded to float16), the bounds are compared as doubles, as
+    // NumPy does. (No float16 lies between 1e-4 and float16(1e-4), where the two
+    // comparisons could differ.)
+    const T ratio = T(hi / lo);
+    return static_cast<double>(hi) >= 1.0e8 || static_cast<double>(lo) < 1.0e-4 || ratio > T(1000);
   }
 
   void fill_positional(const std::vector<T>& finite) {
@@ -377,7 +461,7 @@ class NumpyFloatFormatter {
 
   void widen_for_nonfinite(const std::vector<T>& values) {
     const bool neg_inf = std::any_of(values.begin(), values.end(),
-                                     [](T v) { return std::isinf(v) && v < 0; });
+                                     [](T v) { return std::isinf(v) && v < T(0); });
     const std::size_t longest = neg_inf ? 4 : 3;  // "-inf" or "nan" / "inf"
     const std::size_t taken = pad_right_ + 1;     // the fraction and its point
     if (longest > taken) pad_left_ = std::max(pad_left_, longest - taken);
@@ -390,9 +474,13 @@ class NumpyFloatFormatter {
   }
 
   // Every element gets the same number of mantissa digits; an element whose shortest
-  // form is shorter shows its exact value to that many digits, not zeros.
+  // form is shorter shows its exact value to that many digits, not zeros. One whose
+  // shortest form has that many keeps it: the half 0.015625 is "1.563e-02" (1.562e-02
+  // would read back as its lower neighbour), not the exact value's "1.562e-02".
   std::string exponential(T x) const {
-    const DecimalParts parts(rounded_chars(x, std::chars_format::scientific, precision_));
+    DecimalParts parts = numpy_capped_digits(x, std::chars_format::scientific);
+    if (parts.fraction.size() < static_cast<std::size_t>(precision_))
+      parts = DecimalParts(rounded_chars(x, std::chars_format::scientific, precision_));
     const char sign = parts.exponent[0];
     const std::string digits = parts.exponent.substr(1);
     return pad_left(parts.integer, pad_left_) + '.' + parts.fraction + 'e' + sign +
@@ -413,7 +501,7 @@ template <class T>
 std::string numpy_scalar_str(T x) {
   if (!std::isfinite(x)) return nonfinite_chars(x);
   const double magnitude = std::abs(static_cast<double>(x));
-  if (x == 0 || (magnitude >= 1.0e-4 && magnitude < 1.0e16)) {
+  if (magnitude == 0 || (magnitude >= 1.0e-4 && magnitude < 1.0e16)) {
     std::string s = shortest_fixed_chars(x);
     return s.find('.') == std::string::npos ? s + ".0" : s;
   }
@@ -496,6 +584,20 @@ std::string numpy_array2string(TensorView<const T> a, Index line_width,
   return layout.format(a, std::string(1 + prefix_length, ' '), line_width);
 }
 
+/// The bracketed elements of a non-empty tensor. PyTorch prints float16 and bfloat16
+/// tensors through .float(): their exact values, formatted as float32's are.
+template <class T>
+std::string torch_tensor_str(TensorView<const T> t, Index indent) {
+  if constexpr (is_half_v<T>) {
+    const Tensor<float> widened = to<float>(t);
+    return torch_tensor_str(widened.view(), indent);
+  } else {
+    const bool summarize = t.numel() > print_threshold;
+    const TorchFormatter<T> formatter(shown_values(t, summarize));
+    return torch_nested_str(t, indent, summarize, formatter);
+  }
+}
+
 template <class T>
 std::string torch_repr_impl(TensorView<const T> t) {
   const std::string prefix = "tensor(";
@@ -505,18 +607,31 @@ std::string torch_repr_impl(TensorView<const T> t) {
   if (t.numel() == 0) {
     // An empty tensor shows its shape unless it is (0,), and any dtype but the default.
     if (t.rank() != 1) suffixes.push_back("size=" + python_tuple(t.shape()));
-    if (!std::is_same_v<T, float>) suffixes.push_back("dtype=" + torch_dtype_name<T>());
+    if (!std::is_same_v<T, float>) suffixes.push_back("dtype=" + torch_print_dtype<T>());
   } else {
-    if (!torch_dtype_is_implied<T>) suffixes.push_back("dtype=" + torch_dtype_name<T>());
-    const bool summarize = t.numel() > print_threshold;
-    const TorchFormatter<T> formatter(shown_values(t, summarize));
-    body = torch_nested_str(t, indent, summarize, formatter);
+    if (!torch_dtype_is_implied<T>) suffixes.push_back("dtype=" + torch_print_dtype<T>());
+    body = torch_tensor_str(t, indent);
   }
   return torch_add_suffixes(prefix + body, suffixes, prefix.size());
 }
 
+/// NumPy's name of T's dtype.
 template <class T>
-std::string numpy_repr_impl(TensorView<const T> a) {
+const char* numpy_dtype_name() noexcept {
+  if constexpr (std::is_same_v<T, half>) return "float16";
+  else if constexpr (std::is_same_v<T, float>) return "float32";
+  else return "float64";
+}
+
+/// NumPy has no bfloat16 dtype: numpy_repr and numpy_str refuse it rather than print the
+/// array as some other dtype.
+inline std::invalid_argument numpy_has_no_bfloat16(const char* fn, const Shape& shape) {
+  return std::invalid_argument(std::string(fn) + ": NumPy has no bfloat16 dtype (Tensor<bfloat16> of shape " +
+                               shape.str() + "); print qkv::to<float>(x), which holds the same values");
+}
+
+template <class T>
+std::string numpy_repr_text(TensorView<const T> a) {
   const std::string prefix = "array(";
   const bool show_dtype = !std::is_same_v<T, double> || a.numel() == 0;
   // NumPy narrows the line by the ")" or "," that will follow the elements.
@@ -529,8 +644,7 @@ std::string numpy_repr_impl(TensorView<const T> a) {
   const std::string text = prefix + elements + suffix;
   if (!show_dtype) return text;
 
-  const std::string dtype =
-      std::string("dtype=") + (std::is_same_v<T, float> ? "float32" : "float64") + ")";
+  const std::string dtype = std::string("dtype=") + numpy_dtype_name<T>() + ")";
   const auto newline = text.rfind('\n');
   const std::size_t last_line =
       newline == std::string::npos ? text.size() : text.size() - newline - 1;
@@ -539,9 +653,19 @@ std::string numpy_repr_impl(TensorView<const T> a) {
 }
 
 template <class T>
+std::string numpy_repr_impl(TensorView<const T> a) {
+  if constexpr (std::is_same_v<T, bfloat16>) throw numpy_has_no_bfloat16("qkv::numpy_repr", a.shape());
+  else return numpy_repr_text(a);
+}
+
+template <class T>
 std::string numpy_str_impl(TensorView<const T> a) {
-  if (a.rank() == 0) return numpy_scalar_str(*a.data());
-  return numpy_array2string(a, numpy_linewidth, " ", 0);
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    throw numpy_has_no_bfloat16("qkv::numpy_str", a.shape());
+  } else {
+    if (a.rank() == 0) return numpy_scalar_str(*a.data());
+    return numpy_array2string(a, numpy_linewidth, " ", 0);
+  }
 }
 
 }  // namespace detail
@@ -549,7 +673,8 @@ std::string numpy_str_impl(TensorView<const T> a) {
 /// What PyTorch 1.13 prints for repr(tensor) / print(tensor) with the default print options:
 /// 4 decimals (or "1." when every value is integral, or scientific notation when the
 /// magnitudes span more than 1000x), rows wrapped at 80 columns, tensors of more than 1000
-/// elements summarized with "...", and a ", dtype=torch.float64" suffix for double.
+/// elements summarized with "...", and a ", dtype=torch.float64" suffix for double
+/// (torch.bfloat16, torch.float16 for the 16-bit types, whose values print as floats do).
 /// \code
 /// qkv::torch_repr(qkv::Tensor<float>{0.9544f, 1.4950f})  // "tensor([0.9544, 1.4950])"
 /// \endcode
@@ -566,8 +691,10 @@ std::string torch_repr(const Tensor<T>& t) {
   return detail::torch_repr_impl(t.view());
 }
 
-/// What NumPy 1.24 prints for repr(array) of a float32 or float64 array: up to 8 decimals,
-/// the fewest that round-trip, aligned on the point, in "array([...])" wrapped at 75 columns.
+/// What NumPy 1.24 prints for repr(array) of a float32, float64 or float16 (qkv::half)
+/// array: up to 8 decimals, the fewest that round-trip in the array's dtype, aligned on the
+/// point, in "array([...])" wrapped at 75 columns. NumPy has no bfloat16: a bfloat16
+/// tensor throws std::invalid_argument (print qkv::to<float>(x) instead).
 /// \code
 /// qkv::numpy_repr(qkv::Tensor<double>{1.5, -0.25})  // "array([ 1.5 , -0.25])"
 /// \endcode
@@ -585,7 +712,7 @@ std::string numpy_repr(const Tensor<T>& a) {
 }
 
 /// What NumPy 1.24 prints for str(array) / print(array): the elements of numpy_repr
-/// separated by spaces, without "array(" and the dtype.
+/// separated by spaces, without "array(" and the dtype. bfloat16 throws, as numpy_repr.
 template <class T>
 std::string numpy_str(TensorView<const T> a) {
   return detail::numpy_str_impl(a);
