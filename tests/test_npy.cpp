@@ -2,13 +2,16 @@
 // qkv::load_npy and qkv::save_npy: files NumPy wrote (tests/data/npy, made by
 // make_npy_cases.py) read back as the formula they hold, save_npy's bytes against
 // np.save's, round trips of every rank, empty and strided tensors, headers as other
-// writers format them, and every malformed input with its message.
+// writers format them, and every malformed input with its message; float, double and half
+// (float16, every bit pattern of which NumPy wrote into f2_all_bits.npy), and bfloat16,
+// which NumPy lacks, refused.
 #include <qkv/npy.hpp>
 #include <qkv/random.hpp>
 #include <qkv/tensor.hpp>
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -42,12 +45,15 @@ std::string file_bytes(const std::string& path) {
 }
 
 template <class T>
-std::string code() { return std::is_same_v<T, float> ? "f4" : "f8"; }
+std::string code() { return std::is_same_v<T, float> ? "f4" : std::is_same_v<T, double> ? "f8" : "f2"; }
 template <class T>
 using Other = std::conditional_t<std::is_same_v<T, float>, double, float>;
+template <class T>
+std::string tensor_type() { return std::string("Tensor<") + qkv::detail::type_name<T>() + "> ('<" + code<T>() + "')"; }
 
 // What make_npy_cases.py stores at C-order position i: (i + 1) / 3 - 2 computed in double,
-// then rounded to the file's dtype, as NumPy's astype does.
+// then rounded to the file's dtype, as NumPy's astype does. (A half is rounded through
+// float here; the script checks that this gives NumPy's direct rounding on these values.)
 template <class T>
 T value(Index i) { return static_cast<T>((static_cast<double>(i) + 1.0) / 3.0 - 2.0); }
 
@@ -140,9 +146,15 @@ template <class F>
   return ThrowsWith<std::runtime_error>(std::forward<F>(f), parts);
 }
 
+using NpyTypes = ::testing::Types<float, double, qkv::half>;
+struct NpyTypeNames {
+  template <class T>
+  static std::string GetName(int) { return qkv::detail::type_name<T>(); }
+};
+
 template <class T>
 class Npy : public ::testing::Test {};
-TYPED_TEST_SUITE(Npy, qkv::test::FloatTypes, qkv::test::FloatTypeNames);
+TYPED_TEST_SUITE(Npy, NpyTypes, NpyTypeNames);
 
 // The shapes make_npy_cases.py saves with np.save, by file name.
 const std::vector<std::pair<std::string, Shape>> numpy_saved = {
@@ -207,7 +219,9 @@ TYPED_TEST(Npy, RoundTripsRanks0To4WithEveryBitPattern) {
   qkv::NumpyRandom rng(7);
   for (const Shape& shape : {Shape{}, Shape{7}, Shape{3, 5}, Shape{2, 3, 4}, Shape{2, 1, 3, 2}}) {
     SCOPED_TRACE(shape.str());
-    Tensor<T> tensor = rng.randn<T>(shape);
+    Tensor<T> tensor;
+    if constexpr (std::is_same_v<T, qkv::half>) tensor = qkv::to<T>(rng.randn<float>(shape));
+    else tensor = rng.randn<T>(shape);
     const T specials[] = {limits::infinity(), -limits::infinity(), limits::quiet_NaN(), T(-0.0),
                           limits::denorm_min(), limits::max(), limits::lowest(), limits::min()};
     for (Index i = 0; i < tensor.numel() && i < 8; ++i) tensor.data()[(i * 5) % tensor.numel()] = specials[i];
@@ -317,7 +331,7 @@ TYPED_TEST(Npy, ReadsHeadersAsOtherWritersFormatThem) {
 TYPED_TEST(Npy, RejectsOtherDtypes) {
   using T = TypeParam;
   const std::string other = code<Other<T>>() + "_3x4.npy";
-  const std::string type = std::is_same_v<T, float> ? "Tensor<float> ('<f4')" : "Tensor<double> ('<f8')";
+  const std::string type = tensor_type<T>();
   EXPECT_TRUE(RuntimeError([&] { qkv::load_npy<T>(data_path(other)); },
                            {"qkv::load_npy: " + data_path(other) + ": dtype '<" + code<Other<T>>() +
                             "' does not match " + type}));
@@ -491,6 +505,57 @@ TYPED_TEST(Npy, ReportsFilesThatCannotBeOpenedOrWritten) {
   FullBuffer full;
   std::ostream out(&full);
   EXPECT_TRUE(RuntimeError([&] { qkv::save_npy(out, formula<T>({2})); }, {"qkv::save_npy: <stream>: write failed"}));
+}
+
+// ---------------------------------------------------------------------------------------
+// float16 bit for bit, and bfloat16, which NumPy has no dtype for.
+
+std::uint16_t bits_of(qkv::half h) { return Eigen::numext::bit_cast<std::uint16_t>(h); }
+
+TEST(NpyHalf, ReadsEveryFloat16BitPatternNumpyWrote) {
+  const Tensor<qkv::half> all = qkv::load_npy<qkv::half>(data_path("f2_all_bits.npy"));
+  ASSERT_EQ(all.shape(), (Shape{256, 256}));
+  for (Index i = 0; i < all.numel(); ++i) ASSERT_EQ(bits_of(all.data()[i]), static_cast<std::uint16_t>(i)) << i;
+}
+
+TEST(NpyHalf, WritesEveryFloat16BitPatternAsNumpy) {
+  Tensor<qkv::half> all(Shape{256, 256});
+  for (Index i = 0; i < all.numel(); ++i)
+    all.data()[i] = Eigen::numext::bit_cast<qkv::half>(static_cast<std::uint16_t>(i));
+  const std::string numpy = file_bytes(data_path("f2_all_bits.npy"));
+  EXPECT_EQ(save_bytes<qkv::half>(all), numpy);
+  // The same bytes from a transposed view of the transposed array.
+  const Tensor<qkv::half> transposed(all.view().transpose(0, 1));
+  EXPECT_EQ(save_bytes<qkv::half>(transposed.view().transpose(0, 1)), numpy);
+  EXPECT_EQ(numpy.substr(10, 64 - 10 - 1).find("'descr': '<f2'"), 1u);
+}
+
+TEST(NpyHalf, RefusesBFloat16) {
+  using qkv::bfloat16;
+  const auto invalid = [](auto&& f, std::initializer_list<std::string> parts) {
+    return ThrowsWith<std::invalid_argument>(f, parts);
+  };
+  TempDir dir;
+  const std::string path = dir.file("b.npy");
+  const Tensor<bfloat16> b = Tensor<bfloat16>::zeros({2, 3});
+  const std::string no_dtype = "NumPy has no bfloat16 dtype, so a .npy file cannot hold Tensor<bfloat16>";
+  EXPECT_TRUE(invalid([&] { qkv::save_npy(path, b); },
+                      {"qkv::save_npy: " + no_dtype + " of shape [2,3] (" + path +
+                       "); save qkv::to<float>(x), which holds the same values exactly"}));
+  EXPECT_FALSE(std::filesystem::exists(path));  // refused before the file was opened
+  std::ostringstream out;
+  EXPECT_TRUE(invalid([&] { qkv::save_npy(out, b.view().transpose(0, 1)); },
+                      {"qkv::save_npy: " + no_dtype + " of shape [3,2]; save qkv::to<float>(x)"}));
+  EXPECT_TRUE(out.str().empty());
+
+  const std::string f4 = data_path("f4_3x4.npy");
+  EXPECT_TRUE(invalid([&] { qkv::load_npy<bfloat16>(f4); },
+                      {"qkv::load_npy: " + no_dtype + " (" + f4 +
+                       "); load a float32 file and convert with qkv::to<qkv::bfloat16>(x)"}));
+  std::istringstream in(file_bytes(f4));
+  EXPECT_TRUE(invalid([&] { qkv::load_npy<bfloat16>(in, "memory.npy"); },
+                      {"qkv::load_npy: " + no_dtype + " (memory.npy); load a float32 file"}));
+  EXPECT_EQ(in.tellg(), 0);  // nothing was read
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// qkv::load_npy and qkv::save_npy: NumPy's .npy files (np.load / np.save) for float and
-// double tensors. Reads format versions 1.0, 2.0 and 3.0; writes 1.0 byte for byte as np.save.
+// qkv::load_npy and qkv::save_npy: NumPy's .npy files (np.load / np.save) for float,
+// double and half (float16) tensors. Reads format versions 1.0, 2.0 and 3.0; writes 1.0
+// byte for byte as np.save. NumPy has no bfloat16, so neither function takes it.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "half.hpp"
 #include "shape.hpp"
 #include "tensor.hpp"
 #include "tensor_view.hpp"
@@ -45,13 +47,32 @@ struct NpyDtype<double> {
   static constexpr const char* code = "f8";
   static constexpr const char* tensor = "Tensor<double>";
 };
+template <>
+struct NpyDtype<half> {
+  static constexpr const char* code = "f2";
+  static constexpr const char* tensor = "Tensor<half>";
+};
 
 template <class T>
 void check_npy_type() {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "qkv::load_npy / qkv::save_npy: float or double tensors");
-  static_assert(std::numeric_limits<T>::is_iec559, "qkv's .npy support assumes IEEE-754 floats");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || is_half_v<T>,
+                "qkv::load_npy / qkv::save_npy: float, double or half tensors");
+  static_assert(!std::is_floating_point_v<T> || std::numeric_limits<T>::is_iec559,
+                "qkv's .npy support assumes IEEE-754 floats");
+  static_assert(sizeof(T) == (std::is_same_v<T, double> ? 8 : std::is_same_v<T, float> ? 4 : 2),
+                "qkv's .npy support copies elements as their bytes");
 }
+
+// NumPy has no bfloat16 dtype, so no .npy file holds one: load_npy and save_npy refuse
+// the type, before touching any file, rather than write another dtype under its name.
+inline std::invalid_argument npy_no_bfloat16(const char* fn, const std::string& what) {
+  return std::invalid_argument(std::string(fn) + ": NumPy has no bfloat16 dtype, so a .npy file cannot hold " +
+                               what + "; " +
+                               (std::string(fn) == "qkv::load_npy"
+                                    ? "load a float32 file and convert with qkv::to<qkv::bfloat16>(x)"
+                                    : "save qkv::to<float>(x), which holds the same values exactly"));
+}
+inline std::string npy_bfloat16_what(const Shape& shape) { return "Tensor<bfloat16> of shape " + shape.str(); }
 
 inline bool host_is_little_endian() noexcept {
   const std::uint16_t one = 1;
@@ -174,7 +195,7 @@ class NpyHeaderParser {
   void skip_string() {
     const std::size_t begin = pos_;
     const char quote = text_[pos_++];
-    while (pos_ < text_.size() && text_[pos_] != quote && text_[pos_] != '\n') pos_ += text_[pos_] == '\\' ? 2 : 1;
+    while (pos_ < text_.size() && text_[pos_] != quote && text_[pos_] != '\n') pos_ += text_[pos_] == '\\' ? 2u : 1u;
     if (pos_ >= text_.size() || text_[pos_] != quote) fail("unterminated string", begin);
     ++pos_;
   }
@@ -321,7 +342,7 @@ void write_npy(std::ostream& out, TensorView<const T> tensor) {
   out.write(header.data(), static_cast<std::streamsize>(header.size()));  // unaffected by out.width()
   if (tensor.empty()) return;
   if (tensor.is_contiguous()) {
-    out.write(reinterpret_cast<const char*>(tensor.data()), static_cast<std::streamsize>(tensor.numel() * sizeof(T)));
+    out.write(reinterpret_cast<const char*>(tensor.data()), static_cast<std::streamsize>(tensor.numel()) * static_cast<std::streamsize>(sizeof(T)));
     return;
   }
   // Gather a strided view into C order through a small buffer.
@@ -340,23 +361,10 @@ void write_npy(std::ostream& out, TensorView<const T> tensor) {
 
 }  // namespace detail
 
-/// \brief Reads a `.npy` array of dtype float32 ('<f4', for T = float) or float64 ('<f8',
-/// for T = double), as `np.load`.
-/// \tparam T float or double; the file's dtype must match it exactly (no conversion).
-///
-/// Reads format versions 1.0, 2.0 and 3.0, C order, little-endian, rank 0 to 8. The
-/// stream is left just after the array, so arrays saved one after another into one
-/// stream load one after another. `name` is what error messages call the stream.
-/// \throws std::runtime_error "qkv::load_npy: <name>: ..." for anything else: another
-/// dtype, fortran_order True, big-endian data, a bad magic or version, a header that is
-/// not a valid dict, a bad shape, or fewer data bytes than the shape needs.
-/// \code
-/// // Python: np.save("q.npy", q.numpy())    (q a float32 torch tensor)
-/// qkv::Tensor<float> q = qkv::load_npy<float>("q.npy");
-/// \endcode
-/// \see save_npy
+namespace detail {
+
 template <class T>
-Tensor<T> load_npy(std::istream& in, const std::string& name = "<stream>") {
+Tensor<T> read_npy(std::istream& in, const std::string& name) {
   detail::check_npy_type<T>();
   const char* fn = "qkv::load_npy";
   detail::check_host_byte_order(fn);
@@ -416,10 +424,35 @@ Tensor<T> load_npy(std::istream& in, const std::string& name = "<stream>") {
   return tensor;
 }
 
+}  // namespace detail
+
+/// \brief Reads a `.npy` array of dtype float32 ('<f4', for T = float), float64 ('<f8',
+/// for T = double) or float16 ('<f2', for T = half), as `np.load`.
+/// \tparam T float, double or half; the file's dtype must match it exactly (no conversion).
+///
+/// Reads format versions 1.0, 2.0 and 3.0, C order, little-endian, rank 0 to 8. The
+/// stream is left just after the array, so arrays saved one after another into one
+/// stream load one after another. `name` is what error messages call the stream.
+/// \throws std::runtime_error "qkv::load_npy: <name>: ..." for anything else: another
+/// dtype, fortran_order True, big-endian data, a bad magic or version, a header that is
+/// not a valid dict, a bad shape, or fewer data bytes than the shape needs.
+/// \throws std::invalid_argument for T = bfloat16, which NumPy has no dtype for.
+/// \code
+/// // Python: np.save("q.npy", q.numpy())    (q a float32 torch tensor)
+/// qkv::Tensor<float> q = qkv::load_npy<float>("q.npy");
+/// \endcode
+/// \see save_npy
+template <class T>
+Tensor<T> load_npy(std::istream& in, const std::string& name = "<stream>") {
+  if constexpr (std::is_same_v<T, bfloat16>) throw detail::npy_no_bfloat16("qkv::load_npy", "Tensor<bfloat16> (" + name + ")");
+  else return detail::read_npy<T>(in, name);
+}
+
 /// Reads the `.npy` file at `path`; see load_npy(std::istream&, const std::string&).
 /// \throws std::runtime_error also when the file cannot be opened.
 template <class T>
 Tensor<T> load_npy(const std::string& path) {
+  if constexpr (std::is_same_v<T, bfloat16>) throw detail::npy_no_bfloat16("qkv::load_npy", "Tensor<bfloat16> (" + path + ")");
   detail::check_npy_type<T>();
   errno = 0;
   std::ifstream in(path, std::ios::binary);
@@ -429,9 +462,10 @@ Tensor<T> load_npy(const std::string& path) {
   return load_npy<T>(in, path);
 }
 
-/// \brief Writes a tensor or view as a `.npy` array (format 1.0, dtype '<f4' or '<f8', C
-/// order), byte for byte what `np.save` writes for the same array.
-/// \tparam T float or double.
+/// \brief Writes a tensor or view as a `.npy` array (format 1.0, dtype '<f4', '<f8' or
+/// '<f2', C order), byte for byte what `np.save` writes for the same array.
+/// \tparam T float, double or half. bfloat16 throws std::invalid_argument: NumPy has no
+/// such dtype (save qkv::to<float>(x) instead, which holds the same values).
 ///
 /// Any strided view (transposed, sliced, broadcast) is written in C order, the order its
 /// elements print in, as `np.save(path, np.ascontiguousarray(view))`.
@@ -443,10 +477,14 @@ Tensor<T> load_npy(const std::string& path) {
 /// \see load_npy
 template <class T>
 void save_npy(std::ostream& out, TensorView<const T> tensor) {
-  detail::check_npy_type<T>();
-  detail::check_host_byte_order("qkv::save_npy");
-  detail::write_npy(out, tensor);
-  if (!out) throw std::runtime_error("qkv::save_npy: <stream>: write failed");
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    throw detail::npy_no_bfloat16("qkv::save_npy", detail::npy_bfloat16_what(tensor.shape()));
+  } else {
+    detail::check_npy_type<T>();
+    detail::check_host_byte_order("qkv::save_npy");
+    detail::write_npy(out, tensor);
+    if (!out) throw std::runtime_error("qkv::save_npy: <stream>: write failed");
+  }
 }
 template <class T>
 void save_npy(std::ostream& out, TensorView<T> tensor) { save_npy<T>(out, TensorView<const T>(tensor)); }
@@ -457,16 +495,20 @@ void save_npy(std::ostream& out, const Tensor<T>& tensor) { save_npy<T>(out, ten
 /// \throws std::runtime_error when the file cannot be opened or written.
 template <class T>
 void save_npy(const std::string& path, TensorView<const T> tensor) {
-  detail::check_npy_type<T>();
-  const char* fn = "qkv::save_npy";
-  detail::check_host_byte_order(fn);
-  errno = 0;
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(std::string(fn) + ": " + path + ": cannot open for writing" + detail::errno_text(errno));
-  errno = 0;
-  detail::write_npy(out, tensor);
-  out.close();
-  if (!out) throw std::runtime_error(std::string(fn) + ": " + path + ": write failed" + detail::errno_text(errno));
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    throw detail::npy_no_bfloat16("qkv::save_npy", detail::npy_bfloat16_what(tensor.shape()) + " (" + path + ")");
+  } else {
+    detail::check_npy_type<T>();
+    const char* fn = "qkv::save_npy";
+    detail::check_host_byte_order(fn);
+    errno = 0;
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error(std::string(fn) + ": " + path + ": cannot open for writing" + detail::errno_text(errno));
+    errno = 0;
+    detail::write_npy(out, tensor);
+    out.close();
+    if (!out) throw std::runtime_error(std::string(fn) + ": " + path + ": write failed" + detail::errno_text(errno));
+  }
 }
 template <class T>
 void save_npy(const std::string& path, TensorView<T> tensor) { save_npy<T>(path, TensorView<const T>(tensor)); }

@@ -10,6 +10,11 @@
 # Every floating-point array holds value(i) = (i + 1) / 3 - 2 at C-order position i,
 # computed in float64 and then rounded to the file's dtype, which the test recomputes as
 # static_cast<T>((i + 1.0) / 3.0 - 2.0): no data is pasted, and every mantissa bit is used.
+# For float16 ('<f2') the test's cast goes through float32, so the script checks that
+# rounding to float16 directly and through float32 agree on these values.
+# f2_all_bits.npy holds every float16 bit pattern (i at position i: ±0, subnormals, ±inf,
+# NaNs): what qkv must read bit for bit and write back byte for byte.
+# NumPy has no bfloat16, so there are no bfloat16 files.
 import os
 
 import numpy as np
@@ -19,7 +24,10 @@ HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "npy")
 
 def values(shape, dtype):
     n = int(np.prod(shape, dtype=np.int64))
-    return ((np.arange(n, dtype=np.float64) + 1) / 3 - 2).astype(dtype).reshape(shape)
+    exact = (np.arange(n, dtype=np.float64) + 1) / 3 - 2
+    if np.dtype(dtype).itemsize == 2:
+        assert (exact.astype(dtype) == exact.astype(np.float32).astype(dtype)).all()
+    return exact.astype(dtype).reshape(shape)
 
 
 def save(name, array):
@@ -41,7 +49,7 @@ def main():
         "0x3": (0, 3),
         "rank8": (1, 2, 1, 2, 1, 2, 1, 2),
     }
-    for tag in ("f4", "f8"):
+    for tag in ("f4", "f8", "f2"):
         dtype = "<" + tag
         for name, shape in shapes.items():
             save(f"{tag}_{name}.npy", values(shape, dtype))
@@ -53,6 +61,7 @@ def main():
         # Files qkv refuses, each with its own message.
         save(f"{tag}_3x4_fortran.npy", np.asfortranarray(values((3, 4), dtype)))
         save(f"{tag}_3x4_big_endian.npy", values((3, 4), ">" + tag))
+    save("f2_all_bits.npy", np.arange(65536, dtype="<u2").view("<f2").reshape(256, 256))
     save("f8_rank9.npy", values((1,) * 9, "<f8"))
     save("bool_2x3.npy", np.array([[True, False, True], [False, True, True]]))
     save("i4_6.npy", np.arange(6, dtype="<i4"))
