@@ -118,8 +118,8 @@ Tensor<T> full_pass(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v, 
 
 // Feeds the sequence to the cache chunk by chunk, rotating each chunk's queries and keys
 // at its positions when `rope` is given, and collects the outputs (B, H, L, Ev).
-template <class T>
-Tensor<T> decode(KVCache<T>& cache, const Sequence<T>& s, const std::vector<Index>& chunks,
+template <class T, class Storage>
+Tensor<T> decode(KVCache<T, Storage>& cache, const Sequence<T>& s, const std::vector<Index>& chunks,
                  const RotaryEmbedding<T>* rope, std::optional<double> scale = {}) {
   auto out = Tensor<T>::zeros({s.q.size(0), s.q.size(1), s.q.size(2), s.v.size(3)});
   Index start = 0;
@@ -502,6 +502,61 @@ TYPED_TEST(KVCacheTest, CachedAttentionRejectsBadQueriesBeforeTouchingTheCache) 
   // After all that, a good call goes through.
   EXPECT_EQ(qkv::cached_attention(cache, zeros({2, 4, 3, 4}), k, v).shape(), (Shape{2, 4, 3, 3}));
   EXPECT_EQ(cache.size(), 4);
+}
+
+// ---- a 16-bit cache under float queries ---------------------------------------------------
+
+template <class Storage>
+Tensor<float> rounded(const Tensor<float>& x) {
+  return qkv::to<float>(qkv::to<Storage>(x));
+}
+
+template <class Storage>
+void expect_half_cache_decodes_as_one_pass() {
+  qkv::NumpyRandom rng(2025);
+  for (const Config& c : kConfigs) {
+    const Sequence<float> s(c, rng);
+    const RotaryEmbedding<float> rope(c.head_dim);
+    for (bool with_rope : {false, true}) {
+      SCOPED_TRACE(c.str() + (with_rope ? ", RoPE" : ", no RoPE"));
+      // The cache keeps the (rotated) keys and the values rounded to Storage: one causal
+      // pass over those same rounded values is what decoding must give.
+      const Tensor<float> q = with_rope ? rope(s.q) : s.q;
+      const Tensor<float> k = rounded<Storage>(with_rope ? rope(s.k) : s.k), v = rounded<Storage>(s.v);
+      const Tensor<float> full = full_pass(q, k, v);
+      const double tolerance = attention_tolerance(q, k);
+      for (const std::vector<Index>& chunks : chunk_patterns(c.length)) {
+        SCOPED_TRACE(pattern_str(chunks));
+        KVCache<float, Storage> cache(c.batch, c.num_kv_heads, c.capacity, c.head_dim, c.value_dim);
+        const Tensor<float> decoded = decode(cache, s, chunks, with_rope ? &rope : nullptr);
+        EXPECT_LE(qkv::test::normwise_error(decoded, as_double(full)), 2 * tolerance);
+        EXPECT_TRUE(qkv::equal(qkv::to<float>(cache.keys()), k));
+        EXPECT_TRUE(qkv::equal(qkv::to<float>(cache.values()), v));
+      }
+    }
+  }
+}
+
+TEST(KVCacheHalfStorage, BFloat16CacheDecodesAsOneCausalPassOnTheRoundedValues) {
+  expect_half_cache_decodes_as_one_pass<qkv::bfloat16>();
+}
+
+TEST(KVCacheHalfStorage, HalfCacheDecodesAsOneCausalPassOnTheRoundedValues) {
+  expect_half_cache_decodes_as_one_pass<qkv::half>();
+}
+
+TEST(KVCacheHalfStorage, HoldsHalfTheBytesAndRoundsToNearestEven) {
+  const KVCache<float> wide(2, 4, 16, 8, 3);
+  KVCache<float, qkv::bfloat16> narrow(2, 4, 16, 8, 3);
+  EXPECT_EQ(narrow.memory_bytes() * 2, wide.memory_bytes());
+  EXPECT_EQ(narrow.memory_bytes(), std::size_t{2 * 4 * 16 * (8 + 3) * 2});
+  // 1 + 2^-8 lies halfway between two bfloat16 values and rounds to the even one, 1;
+  // 1 + 3·2^-8 rounds up to 1 + 2^-6.
+  auto keys = Tensor<float>::full({2, 4, 1, 8}, 1.0f + 1.0f / 256);
+  auto values = Tensor<float>::full({2, 4, 1, 3}, 1.0f + 3.0f / 256);
+  narrow.append(keys, values);
+  EXPECT_EQ(static_cast<float>(narrow.keys()(1, 3, 0, 7)), 1.0f);
+  EXPECT_EQ(static_cast<float>(narrow.values()(0, 2, 0, 1)), 1.0f + 1.0f / 64);
 }
 
 }  // namespace

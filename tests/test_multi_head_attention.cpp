@@ -507,6 +507,47 @@ TYPED_TEST(MhaTest, ForwardCachedInChunksEqualsOneCausalForward) {
   }
 }
 
+// A float layer with a 16-bit cache: every chunking of the same tokens rounds the same
+// projected keys and values, so all of them agree with one pass through such a cache to
+// float's bound; and the cache holds half the bytes of a float one.
+template <class Storage>
+void expect_half_cache_chunkings_agree() {
+  const qkv::RotaryEmbedding<float> rope(4);
+  qkv::MultiHeadAttentionConfig config;
+  config.num_kv_heads = 2;
+  const Mha<float> m = RandomLayer<float>(16, 4, config, 55);
+  qkv::NumpyRandom rng(56);
+  const Tensor<float> x = rng.randn<float>({2, 7, 16});
+  auto once = m.make_cache<Storage>(2, 8);
+  EXPECT_EQ(once.memory_bytes() * 2, m.make_cache(2, 8).memory_bytes());
+  const Tensor<float> full = m.forward_cached(x, once, &rope);
+  const double tolerance = TwoComputations(m, x, x, x, 0, true).output;
+  for (const std::vector<Index>& chunks : std::vector<std::vector<Index>>{{1, 1, 1, 1, 1, 1, 1}, {3, 1, 2, 1}}) {
+    auto cache = m.make_cache<Storage>(2, 8);
+    Index position = 0;
+    for (Index n : chunks) {
+      const Tensor<float> out = m.forward_cached(x.narrow(1, position, n), cache, &rope);
+      EXPECT_TRUE(AllNear(out, Tensor<float>(full.narrow(1, position, n)), tolerance)) << position;
+      position += n;
+    }
+  }
+  // And the 16-bit cache changes the result only by the rounding of the keys and values.
+  Forward<float> options;
+  options.causal = Causal::upper_left;
+  options.rope = &rope;
+  const Tensor<float> exact = m.forward(x, options).output;
+  double diff = 0, scale = 0;
+  for (Index i = 0; i < exact.numel(); ++i) {
+    diff = std::max(diff, double(std::abs(full.data()[i] - exact.data()[i])));
+    scale = std::max(scale, double(std::abs(exact.data()[i])));
+  }
+  EXPECT_GT(diff, 0.0);
+  EXPECT_LT(diff, (std::is_same_v<Storage, qkv::bfloat16> ? 1.0 / 16 : 1.0 / 128) * scale);
+}
+
+TEST(MhaHalfCache, BFloat16CacheChunkingsAgree) { expect_half_cache_chunkings_agree<qkv::bfloat16>(); }
+TEST(MhaHalfCache, HalfCacheChunkingsAgree) { expect_half_cache_chunkings_agree<qkv::half>(); }
+
 // RoPE makes scores depend on positions only through their difference, so shifting queries
 // and keys together (position_offset) leaves self-attention unchanged; rotating one
 // without the other would not.

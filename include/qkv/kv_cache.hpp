@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "attention.hpp"
+#include "half.hpp"
 #include "shape.hpp"
 #include "tensor.hpp"
 #include "tensor_view.hpp"
@@ -44,7 +45,10 @@ template <class T>
 }  // namespace detail
 
 /// \brief The keys and values of the tokens seen so far, for autoregressive decoding.
-/// \tparam T float or double.
+/// \tparam T float or double: the type of the tokens appended and of the queries.
+/// \tparam Storage the type the keys and values are kept in: T, or bfloat16 or half
+/// under float queries (half the memory, and half the bytes each decode step reads;
+/// appended tokens are rounded to nearest even, and attention widens them exactly).
 ///
 /// Keys are stored as (batch, num_kv_heads, capacity, head_dim) and values as
 /// (batch, num_kv_heads, capacity, value_dim), allocated once by the constructor; append
@@ -53,14 +57,17 @@ template <class T>
 /// valid across appends (and see the new tokens only through fresh calls to keys()).
 /// \code
 /// qkv::KVCache<float> cache(/*batch=*/1, /*num_kv_heads=*/8, /*capacity=*/2048, /*head_dim=*/64);
+/// // or qkv::KVCache<float, qkv::bfloat16>: the same in 2 bytes per element
 /// cache.append(k_prompt, v_prompt);              // (1, 8, n, 64) each
 /// auto out = qkv::scaled_dot_product_attention(q, cache.keys(), cache.values(), options);
 /// cache.clear();                                 // next sequence, same storage
 /// \endcode
 /// \see cached_attention, which appends and attends in one decode step.
-template <class T>
+template <class T, class Storage = T>
 class KVCache {
-  static_assert(std::is_floating_point_v<T>, "qkv::KVCache: float or double");
+  static_assert(std::is_floating_point_v<T>, "qkv::KVCache: float or double tokens");
+  static_assert(detail::is_attention_pair_v<T, Storage>,
+                "qkv::KVCache: storage of the tokens' type, or bfloat16 or half under float");
 
  public:
   /// \throws std::invalid_argument unless every size is positive; std::out_of_range if
@@ -83,11 +90,11 @@ class KVCache {
   Index remaining() const noexcept { return capacity() - size_; }
   /// Bytes of storage held for keys and values, whatever size() is.
   std::size_t memory_bytes() const noexcept {
-    return static_cast<std::size_t>(keys_.numel() + values_.numel()) * sizeof(T);
+    return static_cast<std::size_t>(keys_.numel() + values_.numel()) * sizeof(Storage);
   }
 
   /// Appends n new tokens: keys (batch, num_kv_heads, n, head_dim) and values
-  /// (batch, num_kv_heads, n, value_dim), any strided views.
+  /// (batch, num_kv_heads, n, value_dim), any strided views, converted to Storage.
   /// \throws std::invalid_argument naming the shapes if they do not fit the cache;
   /// std::out_of_range if size() + n > capacity(). Either way the cache is unchanged.
   void append(TensorView<const T> keys, TensorView<const T> values) {
@@ -100,9 +107,9 @@ class KVCache {
   void append(const Tensor<T>& keys, const Tensor<T>& values) { append(keys.view(), values.view()); }
 
   /// The cached keys (batch, num_kv_heads, size(), head_dim): a view into the storage.
-  TensorView<const T> keys() const { return keys_.view().narrow(2, 0, size_); }
+  TensorView<const Storage> keys() const { return keys_.view().narrow(2, 0, size_); }
   /// The cached values (batch, num_kv_heads, size(), value_dim).
-  TensorView<const T> values() const { return values_.view().narrow(2, 0, size_); }
+  TensorView<const Storage> values() const { return values_.view().narrow(2, 0, size_); }
 
   /// Forgets every token (size() = 0) and keeps the storage for the next sequence.
   void clear() noexcept { size_ = 0; }
@@ -118,7 +125,7 @@ class KVCache {
     // Refuse sizes whose element count would overflow Index before allocating them.
     Index elements = 1;
     for (Index d : {batch, num_kv_heads, capacity, head_dim + value_dim}) {
-      if (elements > std::numeric_limits<Index>::max() / static_cast<Index>(sizeof(T)) / d)
+      if (elements > std::numeric_limits<Index>::max() / static_cast<Index>(sizeof(Storage)) / d)
         throw std::out_of_range("qkv::KVCache: storage for " + sizes + " exceeds the addressable size");
       elements *= d;
     }
@@ -153,14 +160,15 @@ class KVCache {
                               std::to_string(remaining()) + " remaining); clear() the cache or allocate a larger one");
   }
 
-  static void copy_into(TensorView<T> to, TensorView<const T> from) {
-    T* out = to.data();
+  static void copy_into(TensorView<Storage> to, TensorView<const T> from) {
+    Storage* out = to.data();
     const T* in = from.data();
-    detail::for_each_offset(to.shape(), [&](Index o, Index i) { out[o] = in[i]; }, to.strides(), from.strides());
+    detail::for_each_offset(
+        to.shape(), [&](Index o, Index i) { out[o] = static_cast<Storage>(in[i]); }, to.strides(), from.strides());
   }
 
-  Tensor<T> keys_;
-  Tensor<T> values_;
+  Tensor<Storage> keys_;
+  Tensor<Storage> values_;
   Index size_ = 0;
 };
 
@@ -184,8 +192,8 @@ class KVCache {
 /// qkv::Tensor<float> out = qkv::cached_attention(cache, q, k, v);  // (B, H, n, Ev)
 /// \endcode
 /// \see scaled_dot_product_attention (Causal::lower_right, enable_gqa), which it calls.
-template <class T>
-Tensor<T> cached_attention(KVCache<T>& cache, detail::non_deduced_t<TensorView<const T>> q,
+template <class T, class Storage>
+Tensor<T> cached_attention(KVCache<T, Storage>& cache, detail::non_deduced_t<TensorView<const T>> q,
                            detail::non_deduced_t<TensorView<const T>> new_keys,
                            detail::non_deduced_t<TensorView<const T>> new_values,
                            std::optional<double> scale = {}) {

@@ -396,9 +396,14 @@ class MultiHeadAttention {
   }
 
   /// A cache for `batch` sequences of up to `capacity` tokens, sized for this layer's
-  /// key/value heads: (batch, num_kv_heads, capacity, head_dim) keys and values.
-  KVCache<T> make_cache(Index batch, Index capacity) const {
-    return KVCache<T>(batch, num_kv_heads_, capacity, head_dim_, head_dim_);
+  /// key/value heads: (batch, num_kv_heads, capacity, head_dim) keys and values, kept in
+  /// Storage: T, or qkv::bfloat16 or qkv::half for a float layer (half the memory).
+  /// \code
+  /// auto cache = layer.make_cache<qkv::bfloat16>(/*batch=*/1, /*capacity=*/4096);
+  /// \endcode
+  template <class Storage = T>
+  KVCache<T, Storage> make_cache(Index batch, Index capacity) const {
+    return KVCache<T, Storage>(batch, num_kv_heads_, capacity, head_dim_, head_dim_);
   }
 
   /// Self-attention of n new tokens x (batch, n, embed_dim) that follow the cache's
@@ -408,7 +413,9 @@ class MultiHeadAttention {
   /// out_proj. Feeding a sequence in any chunks gives forward(x) with Causal::upper_left.
   /// \throws std::invalid_argument when x or the cache does not fit the layer;
   /// std::out_of_range, before changing anything, when the n tokens do not fit the cache.
-  Tensor<T> forward_cached(TensorView<const T> x, KVCache<T>& cache, const RotaryEmbedding<T>* rope = nullptr) const {
+  template <class Storage>
+  Tensor<T> forward_cached(TensorView<const T> x, KVCache<T, Storage>& cache,
+                           const RotaryEmbedding<T>* rope = nullptr) const {
     const char* fn = "qkv::MultiHeadAttention::forward_cached";
     check_cached_input(fn, x, cache);
     check_rope(fn, rope);
@@ -527,7 +534,8 @@ class MultiHeadAttention {
                                   " for heads of head_dim " + std::to_string(head_dim_));
   }
 
-  void check_cached_input(const char* fn, const TensorView<const T>& x, const KVCache<T>& cache) const {
+  template <class Storage>
+  void check_cached_input(const char* fn, const TensorView<const T>& x, const KVCache<T, Storage>& cache) const {
     if (x.rank() != 3 || x.size(-1) != embed_dim_)
       throw std::invalid_argument(std::string(fn) + ": input of shape " + x.shape().str() +
                                   ", expected (batch, n, embed_dim " + std::to_string(embed_dim_) + ")");
