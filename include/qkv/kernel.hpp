@@ -134,8 +134,11 @@ EIGEN_ALWAYS_INLINE void outer_block(Packet<T> (&acc)[extent<R>][extent<NP>], co
 template <int R, int NP, bool UnitR>
 EIGEN_ALWAYS_INLINE void pair_block(Packet<float> (&acc)[extent<R>][extent<NP>], const bfloat16* b, Index b_r, Index b_t,
                                     const bfloat16* a, Index a_t, Index pairs) {
+  // Summed in a local block, copied out at the end: the integer loads may alias anything
+  // (__m512i is may_alias), so sums kept in the caller's array would be stored at each step.
+  Packet<float> sum[extent<R>][extent<NP>];
   for (int r = 0; r < R; ++r)
-    for (int p = 0; p < NP; ++p) acc[r][p] = simd::pset1<Packet<float>>(0.0f);
+    for (int p = 0; p < NP; ++p) sum[r][p] = simd::pset1<Packet<float>>(0.0f);
   Array<const bfloat16*, R> rows;
   for (int r = 0; r < R; ++r) rows[r] = b + r * b_r;
   for (Index t = 0; t < pairs; ++t, a += a_t) {
@@ -144,9 +147,11 @@ EIGEN_ALWAYS_INLINE void pair_block(Packet<float> (&acc)[extent<R>][extent<NP>],
     const Index bt = t * b_t;
     for (int r = 0; r < R; ++r) {
       const PacketBf16Pairs y = pbroadcast_pair(UnitR ? b + bt + 2 * r : rows[r] + bt);
-      for (int p = 0; p < NP; ++p) acc[r][p] = pdot_bf16(acc[r][p], x[p], y);
+      for (int p = 0; p < NP; ++p) sum[r][p] = pdot_bf16(sum[r][p], x[p], y);
     }
   }
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < NP; ++p) acc[r][p] = sum[r][p];
 }
 #endif
 

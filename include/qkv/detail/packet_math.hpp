@@ -12,8 +12,10 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__AVX512BF16__) && defined(EIGEN_VECTORIZE_AVX512)
+#if defined(__F16C__) || defined(__AVX512BF16__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512BF16__) && defined(EIGEN_VECTORIZE_AVX512)
 /// Defined where the fused kernel computes bfloat16 products with vdpbf16ps.
 #define QKV_BF16_DOT 1
 #endif
@@ -87,8 +89,9 @@ EIGEN_STRONG_INLINE P pexp_clamped(const P& x) {
 }
 
 /// A packet of float from `size` consecutive values at `from` (unaligned): loaded as they
-/// are when H is float, widened exactly from bfloat16 (a shift) or half (F16C's vcvtph2ps
-/// where the target has it) otherwise.
+/// are when H is float, widened exactly from bfloat16 (a shift) or half otherwise. Half
+/// goes through F16C's vcvtph2ps where the target has it (__F16C__): Eigen 3.4's own
+/// half2float converts in software on x86, its EIGEN_HAS_FP16_C never being defined there.
 template <class P, class H>
 EIGEN_STRONG_INLINE P ploadu_widened(const H* from) {
   using T = typename simd::unpacket_traits<P>::type;
@@ -98,11 +101,17 @@ EIGEN_STRONG_INLINE P ploadu_widened(const H* from) {
   } else {
 #ifdef EIGEN_VECTORIZE_AVX512
     if constexpr (size == 16 && std::is_same_v<H, bfloat16>) return simd::Bf16ToF32(simd::ploadu<simd::Packet16bf>(from));
-    if constexpr (size == 16 && std::is_same_v<H, half>) return simd::half2float(simd::ploadu<simd::Packet16h>(from));
+#ifdef __F16C__
+    if constexpr (size == 16 && std::is_same_v<H, half>)
+      return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from)));
+#endif
 #endif
 #ifdef EIGEN_VECTORIZE_AVX
     if constexpr (size == 8 && std::is_same_v<H, bfloat16>) return simd::Bf16ToF32(simd::ploadu<simd::Packet8bf>(from));
-    if constexpr (size == 8 && std::is_same_v<H, half>) return simd::half2float(simd::ploadu<simd::Packet8h>(from));
+#ifdef __F16C__
+    if constexpr (size == 8 && std::is_same_v<H, half>)
+      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(from)));
+#endif
 #endif
     EIGEN_ALIGN64 Array<T, size> lanes;
     for (int i = 0; i < size; ++i) lanes[i] = static_cast<T>(from[i]);
@@ -122,11 +131,17 @@ EIGEN_STRONG_INLINE P pround_to(const P& x) {
   } else {
 #ifdef EIGEN_VECTORIZE_AVX512
     if constexpr (size == 16 && std::is_same_v<H, bfloat16>) return simd::Bf16ToF32(simd::F32ToBf16(x));
-    if constexpr (size == 16 && std::is_same_v<H, half>) return simd::half2float(simd::float2half(x));
+#ifdef __F16C__
+    if constexpr (size == 16 && std::is_same_v<H, half>)
+      return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
 #endif
 #ifdef EIGEN_VECTORIZE_AVX
     if constexpr (size == 8 && std::is_same_v<H, bfloat16>) return simd::Bf16ToF32(simd::F32ToBf16(x));
-    if constexpr (size == 8 && std::is_same_v<H, half>) return simd::half2float(simd::float2half(x));
+#ifdef __F16C__
+    if constexpr (size == 8 && std::is_same_v<H, half>)
+      return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
 #endif
     EIGEN_ALIGN64 Array<T, size> lanes;
     simd::pstore(lanes, x);
