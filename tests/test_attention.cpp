@@ -408,4 +408,41 @@ TEST(AttentionErrors, OutWithWrongShape) {
                           {"qkv::scaled_dot_product_attention_out: out shape [3,4,8] != expected [3,4,2]"});
 }
 
+// ---- log-sum-exp ----------------------------------------------------------------------
+
+// logsumexp_i = log Σ_j e^(s_ij) over the visible scores, computed directly in long double
+// for a causal, masked case; −inf on the rows that see no key. Through each path.
+TYPED_TEST(AttentionTyped, LogSumExpOfEachRowIsThatOfItsVisibleScores) {
+  using T = typename TypeParam::Scalar;
+  std::mt19937 gen(31);
+  const Index H = 3, L = 13, S = 29, E = 8;
+  const auto q = random_tensor<T>({H, L, E}, gen, -3.0, 3.0), k = random_tensor<T>({H, S, E}, gen);
+  const auto v = random_tensor<T>({H, S, 5}, gen);
+  Tensor<bool> allowed(Shape{L, S});
+  for (Index i = 0; i < allowed.numel(); ++i) allowed.data()[i] = (i * 5) % 7 != 0 && i / S != 4;  // row 4 sees none
+  AttentionOptions<T> options;
+  options.causal = Causal::lower_right;
+  options.attn_mask = allowed;
+  const auto result = qkv::scaled_dot_product_attention_with_logsumexp(q, k, v, options);
+  ASSERT_EQ(result.logsumexp.shape(), (Shape{H, L}));
+  EXPECT_TRUE(qkv::equal(result.output, qkv::scaled_dot_product_attention(q, k, v, options)));
+  for (Index h = 0; h < H; ++h)
+    for (Index i = 0; i < L; ++i) {
+      long double sum = 0;
+      for (Index j = 0; j <= i + S - L; ++j) {
+        if (!allowed(i, j)) continue;
+        long double dot = 0;
+        for (Index e = 0; e < E; ++e) dot += static_cast<long double>(q(h, i, e)) * static_cast<long double>(k(h, j, e));
+        sum += std::exp(dot / std::sqrt(static_cast<long double>(E)));
+      }
+      const T lse = result.logsumexp(h, i);
+      if (i == 4) {
+        EXPECT_EQ(lse, -std::numeric_limits<T>::infinity());
+      } else {
+        EXPECT_NEAR(static_cast<double>(lse), static_cast<double>(std::log(sum)), 20 * std::numeric_limits<T>::epsilon())
+            << h << " " << i;
+      }
+    }
+}
+
 }  // namespace

@@ -80,6 +80,16 @@ struct AttentionResult {
   Tensor<T> weights;
 };
 
+/// The output (..., L, Ev) of one attention call and each query row's log-sum-exp
+/// (..., L): log Σ_j e^(s_ij) over the row's visible scaled scores s_ij, in the compute
+/// type (float for 16-bit inputs), −inf for a row that may see no key. The softmax
+/// weights are e^(s_ij − logsumexp_i): what a backward pass recomputes them from.
+template <class T>
+struct AttentionLogSumExpResult {
+  Tensor<T> output;
+  Tensor<detail::compute_t<T>> logsumexp;
+};
+
 namespace detail {
 
 inline std::string sdpa_shapes(const Shape& q, const Shape& k, const Shape& v) {
@@ -226,6 +236,14 @@ Shape output_shape(const Problem& p, Index last) {
   return s;
 }
 
+// (batch..., L): one value per query row.
+template <class Problem>
+Shape rows_shape(const Problem& p) {
+  Shape s = p.batch;
+  s.push_back(p.query_len);
+  return s;
+}
+
 // Whether `s` is output_shape(p, last), without building it.
 template <class Problem>
 bool is_output_shape(const Shape& s, const Problem& p, Index last) noexcept {
@@ -345,6 +363,28 @@ void scaled_dot_product_attention_out(TensorView<T> out, const Q& q, const K& k,
                               detail::const_view(k).shape(), detail::const_view(v).shape());
     detail::set_output(p, out);
     detail::run_attention(p, options.workspace);
+  }
+}
+
+/// Like scaled_dot_product_attention, and also returns each row's log-sum-exp (..., L), as
+/// PyTorch's _scaled_dot_product_flash_attention_for_cpu does, at no extra cost: the
+/// forward pass of training. \see AttentionLogSumExpResult.
+template <class Q, class K, class V, class = std::enable_if_t<detail::is_tensor_v<Q>>>
+AttentionLogSumExpResult<detail::tensor_value_t<Q>> scaled_dot_product_attention_with_logsumexp(
+    const Q& q, const K& k, const V& v, const AttentionOptions<detail::tensor_value_t<Q>>& options = {}) {
+  using T = detail::tensor_value_t<Q>;
+  constexpr const char* fn = "qkv::scaled_dot_product_attention_with_logsumexp";
+  static_assert(detail::is_floating_tensor_v<Q>, "qkv::scaled_dot_product_attention_with_logsumexp: floating-point tensors");
+  if constexpr (!detail::types_fit_v<Q, K, V>) {
+    detail::throw_type_error(fn, q, k, v);
+  } else {
+    auto p = detail::make_problem(fn, detail::const_view(q), detail::const_view(k), detail::const_view(v), options);
+    AttentionLogSumExpResult<T> result{Tensor<T>(detail::output_shape(p, p.value_dim)),
+                                       Tensor<detail::compute_t<T>>(detail::rows_shape(p))};
+    detail::set_output(p, result.output.view());
+    p.logsumexp = result.logsumexp.data();
+    detail::run_attention(p, options.workspace);
+    return result;
   }
 }
 

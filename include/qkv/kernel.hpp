@@ -290,6 +290,8 @@ class FlashAttention {
       }
     }
     for (Index k = 0; k < count; ++k) store(o, first[k], rows[k], w[k]);
+    if (p_.logsumexp)
+      for (Index k = 0; k < count; ++k) store_logsumexp(b, first[k], rows[k], w[k]);
   }
 
   // The n keys and values from `key` on, as the micro-kernels read them: in place, widened
@@ -560,6 +562,15 @@ class FlashAttention {
       const T* ot = w.ot + i;
       for (Index e = 0, dim = p_.value_dim, col = p_.out_col; e < dim; ++e)
         row[e * col] = static_cast<Q>(ot[e * W] * inv_l);
+    }
+  }
+
+  // log l + m per row; −inf where no key was visible.
+  void store_logsumexp(Index b, Index first, Index rows, const Scratch& w) const {
+    T* lse = p_.logsumexp + b * p_.query_len + first;
+    for (Index i = 0; i < rows; ++i) {
+      const bool hidden = w.m[i] == -std::numeric_limits<T>::infinity() && !std::isnan(w.l[i]);
+      lse[i] = hidden ? -std::numeric_limits<T>::infinity() : w.m[i] + std::log(w.l[i]);
     }
   }
 

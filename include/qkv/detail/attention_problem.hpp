@@ -67,6 +67,10 @@ struct AttentionProblem {
   int head_axis = -1;     // index in `batch` of the head dimension, or -1
   Index gqa_group = 1;    // query heads per key/value head
   compute_type scale = compute_type(1);
+  /// When not null, receives each row's log Σ_j e^(s_ij) over its visible scaled scores
+  /// (−inf for a row that may see no key), contiguous (batch..., L): what the backward
+  /// pass recomputes the softmax from, as PyTorch's flash kernel returns it.
+  compute_type* logsumexp = nullptr;
   Causal causal = Causal::none;
 
   Index batch_count() const noexcept { return batch.numel(); }

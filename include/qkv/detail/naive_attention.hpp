@@ -79,7 +79,9 @@ void naive_attention(const AttentionProblem<Q, KV>& p, Q* weights) {
         simd::pstore(scores + j, e);
         sum = simd::padd(sum, e);
       }
-      const T inv_sum = hidden ? T(0) : T(1) / simd::predux(sum);
+      const T total = simd::predux(sum);
+      const T inv_sum = hidden ? T(0) : T(1) / total;
+      if (p.logsumexp) p.logsumexp[b * p.query_len + i] = hidden ? row_max : row_max + std::log(total);
       for (Index j = 0; j < p.key_len; ++j) scores[j] = round_to<Q>(scores[j] * inv_sum);
       if (weights) {
         Q* w = weights + (b * p.query_len + i) * p.key_len;

@@ -89,6 +89,7 @@ class SplitKeyDecode {
     Q* out = p_.out + p_.offsets(b).out + i * p_.out_row;
     if (m == -std::numeric_limits<T>::infinity()) {
       for (Index e = 0; e < p_.value_dim; ++e) out[e * p_.out_col] = Q(0.0f);
+      if (p_.logsumexp) p_.logsumexp[r] = m;
       return;
     }
     T l = 0;
@@ -98,6 +99,7 @@ class SplitKeyDecode {
       l += pc[0] * pc[1];
     }
     const T inv_l = T(1) / l;
+    if (p_.logsumexp) p_.logsumexp[r] = m + std::log(l);
     for (Index e = 0; e < p_.value_dim; ++e) {
       T sum = 0;
       for (Index c = 0; c < chunks_; ++c) {
