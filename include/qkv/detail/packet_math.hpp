@@ -12,7 +12,7 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__F16C__) || defined(__AVX512BF16__)
+#if defined(__F16C__) || defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 #if defined(__AVX512BF16__) && defined(EIGEN_VECTORIZE_AVX512)
@@ -116,6 +116,43 @@ EIGEN_STRONG_INLINE P ploadu_widened(const H* from) {
     EIGEN_ALIGN64 Array<T, size> lanes;
     for (int i = 0; i < size; ++i) lanes[i] = static_cast<T>(from[i]);
     return simd::pload<P>(lanes);
+  }
+}
+
+/// Whether ploadu_widened_pair<P, H> returns the values at even and at odd positions
+/// rather than the first and second halves: for bfloat16 on AVX2 and AVX-512, where a float
+/// is a bfloat16 shifted left by 16 bits, so that one full-width load gives two packets at
+/// one integer instruction each, without the widening shuffle (the decode kernel's
+/// bfloat16 rate on AVX2 is bound by those instructions).
+template <class P, class H>
+inline constexpr bool widens_pairs_by_parity =
+    std::is_same_v<H, bfloat16> && std::is_same_v<typename simd::unpacket_traits<P>::type, float> &&
+#if defined(EIGEN_VECTORIZE_AVX512)
+    simd::unpacket_traits<P>::size == 16;
+#elif defined(EIGEN_VECTORIZE_AVX2)
+    simd::unpacket_traits<P>::size == 8;
+#else
+    false;
+#endif
+
+/// 2·size values at `from` (unaligned) widened into two packets: [0, size) and
+/// [size, 2·size), or, where widens_pairs_by_parity, the even and the odd positions.
+template <class P, class H>
+EIGEN_STRONG_INLINE void ploadu_widened_pair(const H* from, P& first, P& second) {
+  if constexpr (widens_pairs_by_parity<P, H>) {
+#if defined(EIGEN_VECTORIZE_AVX512)
+    const __m512i x = _mm512_loadu_si512(from);
+    first = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+    second = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+#elif defined(EIGEN_VECTORIZE_AVX2)
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from));
+    first = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+    second = _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+#endif
+  } else {
+    constexpr int size = simd::unpacket_traits<P>::size;
+    first = ploadu_widened<P>(from);
+    second = ploadu_widened<P>(from + size);
   }
 }
 

@@ -42,6 +42,7 @@ class SplitKeyDecode {
   // streamed 10-25 % slower on a Zen 1.
   static constexpr int value_packets = 16;
   static constexpr int streams = 4;        // runs of keys read at once
+  static constexpr bool by_parity = widens_pairs_by_parity<P, KV>;
 
  public:
   SplitKeyDecode(const Problem& p, Index chunk)
@@ -126,6 +127,7 @@ class SplitKeyDecode {
     const Index n = last - first;
     const Q* qi = p_.q + o.q + i * p_.q_row;
     for (Index e = 0; e < p_.head_dim; ++e) q[e] = static_cast<T>(qi[e * p_.q_col]) * p_.scale;
+    if constexpr (by_parity) permute_by_parity(q);
     // The keys in `streams` interleaved runs (the quarters of the chunk): one stream alone
     // leaves part of a core's memory parallelism unused, as a single reader of memory does.
     const Index run = n / streams;
@@ -160,6 +162,14 @@ class SplitKeyDecode {
     if (p_.k_col == 1 && lanes > 1) {
       P acc[extent<N>];
       for (int s = 0; s < N; ++s) acc[s] = simd::pset1<P>(T(0));
+      for (; e + 2 * lanes <= n; e += 2 * lanes) {
+        const P x0 = simd::pload<P>(q + e), x1 = simd::pload<P>(q + e + lanes);
+        for (int s = 0; s < N; ++s) {
+          P k0, k1;
+          ploadu_widened_pair(k + s * k_step + e, k0, k1);
+          acc[s] = simd::pmadd(x1, k1, simd::pmadd(x0, k0, acc[s]));
+        }
+      }
       for (; e + lanes <= n; e += lanes) {
         const P x = simd::pload<P>(q + e);
         for (int s = 0; s < N; ++s) acc[s] = simd::pmadd(x, ploadu_widened<P>(k + s * k_step + e), acc[s]);
@@ -216,16 +226,49 @@ class SplitKeyDecode {
     const Index run = n / streams, run_step = run * p_.v_row;
     for (Index j = 0; j < run; ++j) {
       const KV* vj = v + j * p_.v_row;
-      for (int s = 0; s < streams; ++s) {
-        const P w = simd::pset1<P>(weights[j + s * run]);
-        for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, ploadu_widened<P>(vj + s * run_step + p * lanes), sum[p]);
+      for (int s = 0; s < streams; ++s) add_weighted<Packets>(sum, weights[j + s * run], vj + s * run_step);
+    }
+    for (Index j = streams * run; j < n; ++j) add_weighted<Packets>(sum, weights[j], v + j * p_.v_row);
+    store_block<Packets>(sum, acc);
+  }
+
+  // sum += w·v for Packets packets of v, two at a time.
+  template <int Packets>
+  static void add_weighted(P (&sum)[extent<Packets>], T weight, const KV* v) {
+    const P w = simd::pset1<P>(weight);
+    int p = 0;
+    for (; p + 1 < Packets; p += 2) {
+      P v0, v1;
+      ploadu_widened_pair(v + p * lanes, v0, v1);
+      sum[p] = simd::pmadd(w, v0, sum[p]);
+      sum[p + 1] = simd::pmadd(w, v1, sum[p + 1]);
+    }
+    if (p < Packets) sum[p] = simd::pmadd(w, ploadu_widened<P>(v + p * lanes), sum[p]);
+  }
+
+  // acc = sum, its pairs of packets back in order where they were loaded by parity.
+  template <int Packets>
+  static void store_block(const P (&sum)[extent<Packets>], T* acc) {
+    int p = 0;
+    if constexpr (by_parity) {
+      for (; p + 1 < Packets; p += 2) {
+        EIGEN_ALIGN64 Array<T, 2 * lanes> parts;
+        simd::pstore(parts, sum[p]);
+        simd::pstore(parts + lanes, sum[p + 1]);
+        for (int i = 0; i < lanes; ++i) acc[p * lanes + 2 * i] = parts[i], acc[p * lanes + 2 * i + 1] = parts[lanes + i];
       }
     }
-    for (Index j = streams * run; j < n; ++j) {
-      const P w = simd::pset1<P>(weights[j]);
-      for (int p = 0; p < Packets; ++p) sum[p] = simd::pmadd(w, ploadu_widened<P>(v + j * p_.v_row + p * lanes), sum[p]);
+    for (; p < Packets; ++p) simd::pstoreu(acc + p * lanes, sum[p]);
+  }
+
+  // q's whole blocks of 2·lanes as their even, then their odd elements: the order in which
+  // ploadu_widened_pair delivers bfloat16 keys.
+  void permute_by_parity(T* q) const {
+    EIGEN_ALIGN64 Array<T, 2 * lanes> block;
+    for (Index e = 0; e + 2 * lanes <= p_.head_dim; e += 2 * lanes) {
+      std::copy(q + e, q + e + 2 * lanes, block);
+      for (int i = 0; i < lanes; ++i) q[e + i] = block[2 * i], q[e + lanes + i] = block[2 * i + 1];
     }
-    for (int p = 0; p < Packets; ++p) simd::pstoreu(acc + p * lanes, sum[p]);
   }
 
   const Problem& p_;
