@@ -2,6 +2,9 @@
 # SPDX-License-Identifier: MIT
 # qkv's attention benchmark right after ggml's CPU flash attention on the same cases, so
 # that both see the same machine state; ggml's figures also go into qkv's summary table.
+# ggml's f32 and f16 K/V figures stand beside qkv's float, bf16 and f16 prefill rows (with
+# the ratios of the rates); beside qkv's decode with a bf16 or f16 cache they are ggml's
+# time per step (its median_ms), since the two read different bytes for the same step.
 #
 #   bench/compare_with_ggml.sh [BENCH_ATTENTION [OUT_DIR]] [-- bench_attention flags...]
 #
@@ -13,7 +16,7 @@
 #   QKV_GGML_FLAGS   its flags (default: --threads 1,2 --kv f32,f16)
 #
 # e.g. bench/compare_with_ggml.sh build/bench/bench/bench_attention /tmp/cmp -- --benchmark_filter=4096
-# Both runs together take about 10 minutes. It prints ggml's table, then qkv's summary.
+# Both runs together take about 10-15 minutes. It prints ggml's table, then qkv's summary.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)

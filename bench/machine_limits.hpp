@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The limits that qkv's benchmark figures are divided by, measured in the same run: the
-// FP32 FMA peak, the memory read bandwidth and Eigen's SGEMM rate (the roofline and the
-// "fraction of peak" of FlashAttention papers and of ggml's peer benchmark), plus the CPU
-// time other processes take meanwhile, so that a noisy figure can be spotted.
+// FP32 FMA peak, the bf16 dot-product peak (vdpbf16ps, where the compiler targets
+// AVX512_BF16), the memory read bandwidth (the best of a few read patterns) and Eigen's
+// SGEMM rate (the roofline and the "fraction of peak" of FlashAttention papers and of
+// ggml's peer benchmark), plus the CPU time other processes take meanwhile, so that a
+// noisy figure can be spotted.
 #pragma once
 
 #include <Eigen/Core>
@@ -25,6 +27,10 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+#ifdef __AVX512BF16__
+#include <immintrin.h>
 #endif
 
 namespace qkv::bench {
@@ -77,18 +83,29 @@ EIGEN_DONT_INLINE inline float run_fma_chains(long steps, float seed) {
   return Eigen::internal::predux(sum);
 }
 
-// Sum of n floats at an aligned address, read as 4 concurrent streams (the quarters of
-// the range), 4 packets of each per step: one stream alone leaves part of the core's
-// memory parallelism unused (~15 % slower here), and kernels read several (K and V).
-EIGEN_DONT_INLINE inline float sum_floats(const float* data, std::size_t n) {
-  constexpr int streams = 4, packets = 4;
+// Packets summed at once by the bandwidth probe, over all its streams: enough loads in
+// flight to cover the memory latency, and registers left over on SSE/AVX2's 16.
+#ifdef EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS
+inline constexpr int read_accumulators = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS >= 32 ? 16 : 8;
+#else
+inline constexpr int read_accumulators = 8;
+#endif
+
+// Sum of n floats at an aligned address, read as `Streams` concurrent streams (the equal
+// parts of the range, interleaved step by step), read_accumulators / Streams packets of
+// each per step. Which count reads fastest depends on the core's prefetchers: one stream
+// leaves part of the memory parallelism unused on some cores, many streams overflow the
+// prefetchers' tracking on others.
+template <int Streams>
+EIGEN_DONT_INLINE float sum_floats(const float* data, std::size_t n) {
+  constexpr int packets = read_accumulators / Streams > 0 ? read_accumulators / Streams : 1;
   constexpr std::size_t step = packets * float_lanes;
-  const std::size_t per_stream = n / streams / step * step;
-  FloatPacket acc[streams][packets];
+  const std::size_t per_stream = n / Streams / step * step;
+  FloatPacket acc[Streams][packets];
   for (auto& stream : acc)
     for (auto& a : stream) a = Eigen::internal::pset1<FloatPacket>(0.0f);
   for (std::size_t i = 0; i < per_stream; i += step)
-    for (int s = 0; s < streams; ++s)
+    for (int s = 0; s < Streams; ++s)
       for (int p = 0; p < packets; ++p)
         acc[s][p] = Eigen::internal::padd(
             acc[s][p], Eigen::internal::pload<FloatPacket>(data + std::size_t(s) * per_stream + i + std::size_t(p) * float_lanes));
@@ -96,8 +113,20 @@ EIGEN_DONT_INLINE inline float sum_floats(const float* data, std::size_t n) {
   for (auto& stream : acc)
     for (auto& a : stream) sum = Eigen::internal::padd(sum, a);
   float total = Eigen::internal::predux(sum);
-  for (std::size_t i = streams * per_stream; i < n; ++i) total += data[i];
+  for (std::size_t i = Streams * per_stream; i < n; ++i) total += data[i];
   return total;
+}
+
+/// The stream counts the bandwidth probe tries; it keeps the fastest.
+inline constexpr int read_patterns[] = {1, 2, 4, 8};
+
+inline float sum_floats(const float* data, std::size_t n, int streams) {
+  switch (streams) {
+    case 1: return sum_floats<1>(data, n);
+    case 2: return sum_floats<2>(data, n);
+    case 4: return sum_floats<4>(data, n);
+    default: return sum_floats<8>(data, n);
+  }
 }
 
 // Runs body(thread, threads) on `threads` OpenMP threads and returns the wall time from
@@ -158,6 +187,62 @@ inline double fma_peak_gflops(int threads, int trials = 5) {
   return best;
 }
 
+#ifdef __AVX512BF16__
+/// Whether this build can measure the bf16 dot-product peak (the compiler targets
+/// AVX512_BF16: Zen 4/5, Intel Cooper Lake, Sapphire Rapids and later).
+inline constexpr bool has_bf16_dot = true;
+
+namespace detail {
+
+// Independent vdpbf16ps chains, as the FMA probe's: the instruction's latency × pipes (about
+// 6 × 2 on Zen 4/5) is covered by 16 with room to spare.
+inline constexpr int bf16_dot_chains = 16;
+
+template <std::size_t... I>
+__attribute__((always_inline)) inline void bf16_dot_step(__m512 (&acc)[sizeof...(I)], __m512bh a, __m512bh b,
+                                                         std::index_sequence<I...>) {
+  ((acc[I] = _mm512_dpbf16_ps(acc[I], a, b)), ...);
+}
+
+// acc ← acc + a₀·b₀ + a₁·b₁ in each float lane (32 bf16 pairs, 64 FLOP per instruction),
+// `steps` times on each chain. The products (2⁻²⁰ each) keep the sums small and exact
+// enough; vdpbf16ps flushes denormals, so no operand can slow it down. Returns the sum so
+// the work cannot be dropped.
+EIGEN_DONT_INLINE inline float run_bf16_dot_chains(long steps, float seed) {
+  __m512 acc[bf16_dot_chains];
+  for (int i = 0; i < bf16_dot_chains; ++i) acc[i] = _mm512_set1_ps(seed + 0.01f * float(i + 1));
+  const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0x1p-10f), _mm512_set1_ps(0x1p-10f));
+  const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0x1p-10f), _mm512_set1_ps(0x1p-10f));
+  for (long s = 0; s < steps; ++s) bf16_dot_step(acc, a, b, std::make_index_sequence<bf16_dot_chains>());
+  __m512 sum = acc[0];
+  for (int i = 1; i < bf16_dot_chains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  return _mm512_reduce_add_ps(sum);
+}
+
+}  // namespace detail
+
+/// One bf16 dot-product trial: `steps` × bf16_dot_chains vdpbf16ps on 512 bits on each of
+/// `threads` threads. Returns {seconds, floating-point operations} (64 per instruction:
+/// 32 multiplies and 32 adds into 16 float lanes).
+inline std::pair<double, double> bf16_dot_trial(int threads, long steps) {
+  std::vector<float> sums(static_cast<std::size_t>(std::max(threads, 1)));
+  int ran = 1;
+  const double seconds = detail::timed_parallel(threads, [&](int thread, int team) {
+    sums[static_cast<std::size_t>(thread)] = detail::run_bf16_dot_chains(steps, float(thread));
+    if (thread == 0) ran = team;
+  });
+  float total = 0;
+  for (float s : sums) total += s;
+  detail::probe_sink = total;
+  return {seconds, 64.0 * detail::bf16_dot_chains * double(steps) * ran};
+}
+#else
+inline constexpr bool has_bf16_dot = false;
+#endif
+
+/// Steps of one bf16 dot trial: about 0.1 s at 450 GFLOP/s per thread.
+inline constexpr long bf16_dot_trial_steps = 40'000'000;
+
 /// A large float array for the bandwidth probe, first touched by the threads that read it
 /// (each its own slice), so that pages sit where their reader runs.
 class ReadBuffer {
@@ -173,12 +258,13 @@ class ReadBuffer {
   }
   std::size_t bytes() const noexcept { return count_ * sizeof(float); }
 
-  /// One pass over the whole array by `threads` threads, seconds.
-  double read_seconds(int threads) const {
+  /// One pass over the whole array by `threads` threads, each reading its slice as
+  /// `streams` interleaved streams (1, 2, 4 or 8), seconds.
+  double read_seconds(int threads, int streams = 4) const {
     std::vector<float> sums(static_cast<std::size_t>(std::max(threads, 1)));
     const double seconds = detail::timed_parallel(threads, [&](int thread, int team) {
       const auto [begin, end] = slice(thread, team);
-      sums[static_cast<std::size_t>(thread)] = detail::sum_floats(data_.get() + begin, end - begin);
+      sums[static_cast<std::size_t>(thread)] = detail::sum_floats(data_.get() + begin, end - begin, streams);
     });
     float total = 0;
     for (float s : sums) total += s;
@@ -204,14 +290,34 @@ class ReadBuffer {
 /// per Zen 5 CCD; this VM's CPUID even claims ~508 MiB, which 1 GiB still clears).
 inline constexpr std::size_t read_buffer_bytes = std::size_t(1) << 30;
 
+/// The fastest read of a ReadBuffer: its time and the stream count that achieved it.
+struct BestRead {
+  double seconds = 0;
+  int streams = 0;
+  double gbs(const ReadBuffer& buffer) const { return seconds > 0 ? double(buffer.bytes()) / seconds * 1e-9 : 0.0; }
+};
+
+/// The best of `rounds` rounds, each one pass per read pattern (1, 2, 4 and 8 streams per
+/// thread), on `threads` threads: "of bandwidth" is then against the fastest way this core
+/// reads, not against one pattern it happens to dislike. The patterns alternate within a
+/// round, so that the machine's drift (tens of percent per second on a shared host) does
+/// not favour one. 1 GiB at ~30 GB/s: some 35 ms a pass.
+inline BestRead best_read(const ReadBuffer& buffer, int threads, int rounds) {
+  BestRead best{std::numeric_limits<double>::infinity(), 0};
+  for (int round = 0; round < rounds; ++round)
+    for (int streams : detail::read_patterns) {
+      const double seconds = buffer.read_seconds(threads, streams);
+      if (seconds < best.seconds) best = {seconds, streams};
+    }
+  return best;
+}
+
 /// The memory read bandwidth on `threads` threads, GB/s (1e9 bytes/s): the best of
-/// `trials` passes over a 1 GiB array, after one untimed pass.
-inline double read_bandwidth_gbs(int threads, int trials = 5) {
+/// `rounds` rounds of best_read over a 1 GiB array, after one untimed pass.
+inline double read_bandwidth_gbs(int threads, int rounds = 3) {
   const ReadBuffer buffer(read_buffer_bytes, threads);
   buffer.read_seconds(threads);
-  double best = 0;
-  for (int t = 0; t < trials; ++t) best = std::max(best, double(buffer.bytes()) / buffer.read_seconds(threads) * 1e-9);
-  return best;
+  return best_read(buffer, threads, rounds).gbs(buffer);
 }
 
 /// Operands of an n × n × n SGEMM through Eigen (MatrixXf, C = A·B).
