@@ -367,11 +367,18 @@ void BM_bf16_dot_peak(benchmark::State& state, int threads) {
 }
 #endif
 
-/// The best of 3 rounds of the 4 read patterns (mb::best_read); the counter `streams`
-/// says which pattern won.
+/// The bandwidth probe's 1 GiB, first touched once by all threads (each its slice) and
+/// shared by every probe of the run: touching 1 GiB afresh costs seconds in this VM.
+const mb::ReadBuffer& probe_buffer() {
+  static const mb::ReadBuffer buffer(mb::read_buffer_bytes, mb::available_threads());
+  return buffer;
+}
+
+/// The best of 3 rounds of the 4 read patterns (mb::best_read), after one untimed pass;
+/// the counter `streams` says which pattern won.
 void BM_read_bandwidth(benchmark::State& state, int threads) {
   if (!enough_threads(state, threads)) return;
-  const mb::ReadBuffer buffer(mb::read_buffer_bytes, threads);
+  const mb::ReadBuffer& buffer = probe_buffer();
   buffer.read_seconds(threads);
   const LoadMeter load;
   int streams = 0;
@@ -441,7 +448,7 @@ void BM_unfused_formula(benchmark::State& state, const Case& c, int threads) {
 /// The read bandwidth at `threads` right now, GB/s: one round of the 4 read patterns
 /// over 1 GiB (mb::best_read), then a second pass of the one that won.
 double read_bandwidth_now(int threads) {
-  static const mb::ReadBuffer buffer(mb::read_buffer_bytes, mb::available_threads());
+  const mb::ReadBuffer& buffer = probe_buffer();
   const mb::BestRead first = mb::best_read(buffer, threads, 1);
   const double again = buffer.read_seconds(threads, first.streams);
   return double(buffer.bytes()) / std::min(first.seconds, again) * 1e-9;
