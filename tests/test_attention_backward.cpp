@@ -12,6 +12,8 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -344,6 +346,68 @@ TEST(BackwardLong, FloatAgainstDoubleAt4096) {
     const auto ref = qkv::test::reference_attention_backward<double>(gr, qr, d.k.view(), d.v.view(), o);
     const Tensor<double> got(gd.grad_q.view().narrow(2, row, 1));
     EXPECT_LE(qkv::test::normwise_error(got, ref.grad_q), 1e-12) << "row " << row;
+  }
+}
+
+// ---- PyTorch's autograd (tests/data/make_backward_cases.py) ----------------------------
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+struct Array {
+  std::vector<Index> shape;
+  std::vector<double> values;
+};
+
+struct TorchCase {
+  std::string name;
+  std::map<std::string, Index> options;
+  std::map<std::string, Array> arrays;
+};
+
+const std::vector<TorchCase>& TorchCases() {
+  static const std::vector<TorchCase> cases = {
+#include "data/backward_cases.inc"
+  };
+  return cases;
+}
+
+template <class T>
+Tensor<T> ToTensor(const Array& a) {
+  Shape shape;
+  for (Index d : a.shape) shape.push_back(d);
+  Tensor<T> t(shape);
+  for (Index i = 0; i < t.numel(); ++i) t.data()[i] = static_cast<T>(a.values[static_cast<std::size_t>(i)]);
+  return t;
+}
+
+TYPED_TEST(Backward, PyTorchAutogradCases) {
+  using T = TypeParam;
+  ASSERT_EQ(TorchCases().size(), 8u);
+  for (const TorchCase& c : TorchCases()) {
+    const auto q = ToTensor<T>(c.arrays.at("q")), k = ToTensor<T>(c.arrays.at("k")), v = ToTensor<T>(c.arrays.at("v"));
+    const auto grad_out = ToTensor<T>(c.arrays.at("grad_out"));
+    AttentionOptions<T> options;
+    options.causal = c.options.at("causal") == 0   ? Causal::none
+                     : c.options.at("causal") == 1 ? Causal::upper_left
+                                                   : Causal::lower_right;
+    options.enable_gqa = c.options.at("gqa") != 0;
+    if (c.options.at("scale_set")) options.scale = c.arrays.at("scale").values.at(0);
+    Tensor<bool> bool_mask;
+    Tensor<T> float_mask;
+    if (c.options.at("mask") == 1) {
+      const auto m = ToTensor<double>(c.arrays.at("mask"));
+      bool_mask = Tensor<bool>(m.shape());
+      for (Index i = 0; i < m.numel(); ++i) bool_mask.data()[i] = m.data()[i] != 0;
+      options.attn_mask = bool_mask;
+    } else if (c.options.at("mask") == 2) {
+      float_mask = ToTensor<T>(c.arrays.at("mask"));
+      options.attn_mask = float_mask;
+    }
+    const auto f = qkv::scaled_dot_product_attention_with_logsumexp(q, k, v, options);
+    const auto g = qkv::scaled_dot_product_attention_backward(grad_out, q, k, v, f.output, f.logsumexp, options);
+    EXPECT_LE(qkv::test::normwise_error(g.grad_q, ToTensor<double>(c.arrays.at("grad_q"))), tolerance<T>()) << c.name;
+    EXPECT_LE(qkv::test::normwise_error(g.grad_k, ToTensor<double>(c.arrays.at("grad_k"))), tolerance<T>()) << c.name;
+    EXPECT_LE(qkv::test::normwise_error(g.grad_v, ToTensor<double>(c.arrays.at("grad_v"))), tolerance<T>()) << c.name;
   }
 }
 
