@@ -13,6 +13,7 @@
 
 #include "test_util.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <iomanip>
 #include <limits>
@@ -593,6 +594,73 @@ TYPED_TEST(LayersTest, NnLinearWeightsPassedTransposedMatchPyTorch) {
   const auto result = c.m.forward(c.x);
   EXPECT_TRUE(AllNear(result.output, Expected({3, 5}, kLinearOutput), tolerance.output));
   EXPECT_TRUE(AllNear(result.weights, Expected({3, 3}, kLinearWeights), tolerance.weights));
+}
+
+// ---- backward: every gradient against finite differences in double --------------------
+
+// Central differences of loss() in each element of x against `grad`.
+template <class Loss>
+void ExpectGradientMatches(const char* what, Tensor<double>& x, const Tensor<double>& grad, Loss&& loss) {
+  ASSERT_EQ(x.shape(), grad.shape()) << what;
+  double scale = 1;
+  for (const double g : grad) scale = std::max(scale, std::abs(g));
+  for (Index i = 0; i < x.numel(); ++i) {
+    const double saved = x.data()[i], h = 1e-5;
+    x.data()[i] = saved + h;
+    const double up = loss();
+    x.data()[i] = saved - h;
+    const double down = loss();
+    x.data()[i] = saved;
+    // Truncation ~h², rounding ~1e-16/h: both far below 1e-8 of gradients of order 1.
+    EXPECT_NEAR(grad.data()[i], (up - down) / (2 * h), 1e-8 * scale) << what << "[" << i << "]";
+  }
+}
+
+TEST(ScaledDotProductAttentionBackward, FiniteDifferencesSelfAndCross) {
+  for (const bool cross : {false, true}) {
+    SCOPED_TRACE(cross ? "cross-attention, no bias, lower right" : "self-attention, biases, causal");
+    qkv::NumpyRandom rng(4);
+    Tensor<double> w_q = rng.randn<double>({5, 4}), w_k = rng.randn<double>({5, 4}), w_v = rng.randn<double>({5, 3});
+    Tensor<double> b_q = rng.randn<double>({4}), b_k = rng.randn<double>({4}), b_v = rng.randn<double>({3});
+    Tensor<double> x = rng.randn<double>({2, 4, 5}), x_kv = rng.randn<double>({2, 6, 5});
+    const Tensor<double> grad_output = rng.randn<double>({2, 4, 3});
+    const Causal causal = cross ? Causal::lower_right : Causal::upper_left;
+    const auto layer = [&] {
+      return cross ? Attention<double>(w_q, w_k, w_v) : Attention<double>(w_q, w_k, w_v, b_q, b_k, b_v);
+    };
+    const auto loss = [&] {
+      const auto out = cross ? layer().forward(x, x_kv, causal, false) : layer().forward(x, causal, false);
+      double sum = 0;
+      for (Index i = 0; i < out.output.numel(); ++i) sum += out.output.data()[i] * grad_output.data()[i];
+      return sum;
+    };
+    const auto m = layer();
+    const auto trained = cross ? m.forward_for_backward(x, x_kv, causal) : m.forward_for_backward(x, causal);
+    EXPECT_TRUE(AllNear(trained.output, (cross ? m.forward(x, x_kv, causal) : m.forward(x, causal)).output, 1e-14));
+    const auto g = m.backward(trained.saved, grad_output);
+    ExpectGradientMatches("x", x, g.grad_x, loss);
+    if (cross) ExpectGradientMatches("x_kv", x_kv, g.grad_x_kv, loss);
+    else EXPECT_TRUE(g.grad_x_kv.empty());
+    ExpectGradientMatches("W_q", w_q, g.grad_w_q, loss);
+    ExpectGradientMatches("W_k", w_k, g.grad_w_k, loss);
+    ExpectGradientMatches("W_v", w_v, g.grad_w_v, loss);
+    if (!cross) {
+      ExpectGradientMatches("b_q", b_q, g.grad_b_q, loss);
+      ExpectGradientMatches("b_k", b_k, g.grad_b_k, loss);
+      ExpectGradientMatches("b_v", b_v, g.grad_b_v, loss);
+    } else {
+      EXPECT_TRUE(g.grad_b_q.empty());
+    }
+  }
+}
+
+TEST(ScaledDotProductAttentionBackward, WrongGradientShapeIsNamed) {
+  qkv::NumpyRandom rng(0);
+  const auto m = Attention<float>::linear_init(8, 8, 8, rng);
+  const auto trained = m.forward_for_backward(rng.randn<float>({1, 5, 8}));
+  EXPECT_TRUE(qkv::test::ThrowsWith<std::invalid_argument>(
+      [&] { m.backward(trained.saved, Tensor<float>::ones({1, 5, 7})); },
+      {"qkv::ScaledDotProductAttention::backward: grad_output of shape [1,5,7], expected the output's [1,5,8]"}));
 }
 
 }  // namespace

@@ -861,4 +861,138 @@ TEST(MhaErrors, CacheShapes) {
                                             {fn + "1 new tokens do not fit the cache: 3 of 3 positions used"}));
 }
 
+// ---- backward: every gradient against finite differences in double --------------------
+
+struct MhaParams {
+  Tensor<double> q_w, k_w, v_w, out_w, q_b, k_b, v_b, out_b;
+};
+
+Mha<double> BuildLayer(Index embed_dim, Index heads, const qkv::MultiHeadAttentionConfig& config, const MhaParams& p) {
+  Mha<double> m(embed_dim, heads, config);
+  if (config.bias) {
+    m.set_q_proj(p.q_w, p.q_b.view()), m.set_k_proj(p.k_w, p.k_b.view()), m.set_v_proj(p.v_w, p.v_b.view());
+    m.set_out_proj(p.out_w, p.out_b.view());
+  } else {
+    m.set_q_proj(p.q_w), m.set_k_proj(p.k_w), m.set_v_proj(p.v_w), m.set_out_proj(p.out_w);
+  }
+  return m;
+}
+
+// Central differences of loss() in each element of x against `grad`; returns how many
+// elements were checked.
+template <class Loss>
+int ExpectGradientMatches(const char* what, Tensor<double>& x, const Tensor<double>& grad, Loss&& loss) {
+  EXPECT_EQ(x.shape(), grad.shape()) << what;
+  double scale = 1;
+  for (const double g : grad) scale = std::max(scale, std::abs(g));
+  int checked = 0;
+  for (Index i = 0; i < x.numel(); ++i, ++checked) {
+    const double saved = x.data()[i], h = 1e-5;
+    x.data()[i] = saved + h;
+    const double up = loss();
+    x.data()[i] = saved - h;
+    const double down = loss();
+    x.data()[i] = saved;
+    // Truncation ~h², rounding ~1e-16/h: both far below 1e-8 of gradients of order 1.
+    EXPECT_NEAR(grad.data()[i], (up - down) / (2 * h), 1e-8 * scale) << what << "[" << i << "]";
+  }
+  return checked;
+}
+
+struct BackwardSpec {
+  const char* name;
+  Index embed_dim, heads, batch, query_len, key_len;
+  qkv::MultiHeadAttentionConfig config;
+  bool self_attention;
+  Causal causal;
+  int mask;  // 0 none, 1 boolean key padding, 2 additive attn_mask (L, S)
+};
+
+TEST(MultiHeadAttentionBackward, FiniteDifferencesOfEveryGradient) {
+  const BackwardSpec specs[] = {
+      {"self-attention, causal, key padding", 8, 2, 2, 4, 4, {}, true, Causal::upper_left, 1},
+      {"cross, kdim/vdim, grouped heads, additive mask", 8, 4, 2, 3, 5, {5, 7, true, 2}, false, Causal::none, 2},
+      {"unbatched, no bias, lower right", 6, 2, 0, 3, 4, {0, 0, false, 0}, false, Causal::lower_right, 0},
+  };
+  for (const BackwardSpec& spec : specs) {
+    qkv::NumpyRandom rng(7);
+    const Index E = spec.embed_dim, kv = spec.config.num_kv_heads ? spec.config.num_kv_heads * (E / spec.heads) : E;
+    const Index kdim = spec.config.kdim ? spec.config.kdim : E, vdim = spec.config.vdim ? spec.config.vdim : E;
+    MhaParams p{rng.randn<double>({E, E}), rng.randn<double>({kv, kdim}), rng.randn<double>({kv, vdim}),
+                rng.randn<double>({E, E}),  rng.randn<double>({E}),       rng.randn<double>({kv}),
+                rng.randn<double>({kv}),    rng.randn<double>({E})};
+    for (Tensor<double>* w : {&p.q_w, &p.k_w, &p.v_w, &p.out_w}) *w = *w * 0.3;
+    const auto lead = [&](Index rows, Index cols) { return spec.batch > 0 ? Shape{spec.batch, rows, cols} : Shape{rows, cols}; };
+    Tensor<double> query = rng.randn<double>(lead(spec.query_len, E));
+    Tensor<double> key = rng.randn<double>(lead(spec.key_len, kdim)), value = rng.randn<double>(lead(spec.key_len, vdim));
+    const Tensor<double> grad_output = rng.randn<double>(lead(spec.query_len, E));
+    Forward<double> options;
+    options.causal = spec.causal;
+    Tensor<bool> padding(Shape{spec.batch, spec.key_len});
+    if (spec.mask == 1) {
+      padding(Index(1), spec.key_len - 1) = true;
+      options.key_padding_mask = padding;
+    }
+    Tensor<double> additive = rng.randn<double>({spec.query_len, spec.key_len});
+    if (spec.mask == 2) options.attn_mask = additive;
+
+    const auto loss = [&] {
+      const Mha<double> m = BuildLayer(E, spec.heads, spec.config, p);
+      const auto out = spec.self_attention ? m.forward(query, options) : m.forward(query, key, value, options);
+      double sum = 0;
+      for (Index i = 0; i < out.output.numel(); ++i) sum += out.output.data()[i] * grad_output.data()[i];
+      return sum;
+    };
+    const Mha<double> m = BuildLayer(E, spec.heads, spec.config, p);
+    const auto trained = spec.self_attention ? m.forward_for_backward(query, options)
+                                             : m.forward_for_backward(query, key, value, options);
+    EXPECT_TRUE(AllNear(trained.output, m.forward(query, spec.self_attention ? query : key,
+                                                  spec.self_attention ? query : value, options).output, 1e-14))
+        << spec.name;
+    const auto g = m.backward(trained.saved, grad_output);
+    SCOPED_TRACE(spec.name);
+    int checked = 0;
+    if (spec.self_attention) {
+      checked += ExpectGradientMatches("x", query, g.grad_query + g.grad_key + g.grad_value, loss);
+    } else {
+      checked += ExpectGradientMatches("query", query, g.grad_query, loss);
+      checked += ExpectGradientMatches("key", key, g.grad_key, loss);
+      checked += ExpectGradientMatches("value", value, g.grad_value, loss);
+    }
+    checked += ExpectGradientMatches("q_proj_weight", p.q_w, g.grad_q_proj_weight, loss);
+    checked += ExpectGradientMatches("k_proj_weight", p.k_w, g.grad_k_proj_weight, loss);
+    checked += ExpectGradientMatches("v_proj_weight", p.v_w, g.grad_v_proj_weight, loss);
+    checked += ExpectGradientMatches("out_proj.weight", p.out_w, g.grad_out_proj_weight, loss);
+    if (spec.config.bias) {
+      checked += ExpectGradientMatches("q bias", p.q_b, g.grad_q_proj_bias, loss);
+      checked += ExpectGradientMatches("k bias", p.k_b, g.grad_k_proj_bias, loss);
+      checked += ExpectGradientMatches("v bias", p.v_b, g.grad_v_proj_bias, loss);
+      checked += ExpectGradientMatches("out_proj.bias", p.out_b, g.grad_out_proj_bias, loss);
+    } else {
+      EXPECT_TRUE(g.grad_q_proj_bias.empty() && g.grad_out_proj_bias.empty());
+    }
+    EXPECT_GT(checked, 100);
+  }
+}
+
+TEST(MultiHeadAttentionBackward, PackedInProjGradientsAndErrors) {
+  qkv::NumpyRandom rng(3);
+  const Mha<float> m(8, 2, {}, rng);
+  const auto x = rng.randn<float>({2, 3, 8});
+  const auto trained = m.forward_for_backward(x);
+  const auto g = m.backward(trained.saved, Tensor<float>::ones({2, 3, 8}));
+  const auto packed = g.grad_in_proj_weight();
+  ASSERT_EQ(packed.shape(), (Shape{24, 8}));
+  EXPECT_EQ(packed(Index(8), Index(3)), g.grad_k_proj_weight(Index(0), Index(3)));
+  EXPECT_EQ(g.grad_in_proj_bias().shape(), (Shape{24}));
+  EXPECT_TRUE(ThrowsWith<std::invalid_argument>(
+      [&] { m.backward(trained.saved, Tensor<float>::ones({2, 4, 8})); },
+      {"qkv::MultiHeadAttention::backward: grad_output of shape [2,4,8], expected the output's [2,3,8]"}));
+  const qkv::RotaryEmbedding<float> rope(4);
+  Forward<float> options;
+  options.rope = &rope;
+  EXPECT_TRUE(ThrowsWith<std::invalid_argument>([&] { m.forward_for_backward(x, options); },
+                                                {"qkv::MultiHeadAttention::forward_for_backward: rotary embeddings"}));
+}
+
 }  // namespace

@@ -4,17 +4,48 @@
 // x·W (+ b), then attend.
 #pragma once
 
+#include <Eigen/Core>
+
 #include <cmath>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include "attention.hpp"
+#include "attention_backward.hpp"
 #include "ops.hpp"
 #include "random.hpp"
 #include "tensor.hpp"
 
 namespace qkv {
+
+/// \brief What ScaledDotProductAttention::forward_for_backward keeps for backward: the
+/// inputs (contiguous), their projections, the output and each row's log-sum-exp.
+template <class T>
+struct ScaledDotProductAttentionSaved {
+  Tensor<T> x_q, x_kv;  // (..., L, d_model), (..., S, d_model); x_kv empty for self-attention
+  Tensor<T> q, k, v, output, logsumexp;
+  Causal causal = Causal::none;
+  bool self_attention = true;
+};
+
+/// The output of ScaledDotProductAttention::forward_for_backward and what backward needs.
+template <class T>
+struct ScaledDotProductAttentionTrainingResult {
+  Tensor<T> output;
+  ScaledDotProductAttentionSaved<T> saved;
+};
+
+/// \brief The gradients ScaledDotProductAttention::backward returns: of the input(s) —
+/// for self-attention grad_x is that of x and grad_x_kv is empty; for cross-attention
+/// grad_x is that of x_q and grad_x_kv that of x_kv — and of W_q, W_k, W_v (d_model, d_k or
+/// d_v, the layer's layout) and the biases (empty without biases).
+template <class T>
+struct ScaledDotProductAttentionGradients {
+  Tensor<T> grad_x, grad_x_kv;
+  Tensor<T> grad_w_q, grad_w_k, grad_w_v;
+  Tensor<T> grad_b_q, grad_b_k, grad_b_v;
+};
 
 /// \brief Single-head self- or cross-attention with its own projections, as the notebooks'
 /// `SelfAttention` module.
@@ -108,7 +139,106 @@ class ScaledDotProductAttention {
                   need_weights);
   }
 
+  /// The forward pass of training: forward's output (without weights) and what backward
+  /// needs. Self-attention of x, as forward(x, causal).
+  /// \code
+  /// auto [output, saved] = attention.forward_for_backward(x);
+  /// auto grads = attention.backward(saved, grad_output);   // grads.grad_w_q, grads.grad_x, ...
+  /// \endcode
+  template <class X, class = detail::enable_if_tensor_t<X>>
+  ScaledDotProductAttentionTrainingResult<T> forward_for_backward(const X& x, Causal causal = Causal::none) const {
+    const TensorView<const T> xv = checked("forward_for_backward", x);
+    return train(Tensor<T>(xv), Tensor<T>(), true, causal);
+  }
+  /// Cross-attention, as forward(x_q, x_kv, causal).
+  template <class Xq, class Xkv, class = std::enable_if_t<detail::is_tensor_v<Xq> && detail::is_tensor_v<Xkv>>>
+  ScaledDotProductAttentionTrainingResult<T> forward_for_backward(const Xq& x_q, const Xkv& x_kv,
+                                                                  Causal causal = Causal::none) const {
+    const TensorView<const T> xq = checked("forward_for_backward", x_q), xkv = checked("forward_for_backward", x_kv);
+    return train(Tensor<T>(xq), Tensor<T>(xkv), false, causal);
+  }
+
+  /// The gradients of a loss with respect to the input(s), weights and biases of the
+  /// forward_for_backward call that made `saved`, from grad_output = dLoss/dOutput (the
+  /// output's shape), with this module's current weights (those of that call).
+  /// \throws std::invalid_argument when grad_output's shape is not the output's.
+  template <class G, class = detail::enable_if_tensor_t<G>>
+  ScaledDotProductAttentionGradients<T> backward(const ScaledDotProductAttentionSaved<T>& saved,
+                                                 const G& grad_output) const {
+    const TensorView<const T> go = detail::const_view(grad_output);
+    if (go.shape() != saved.output.shape())
+      throw std::invalid_argument("qkv::ScaledDotProductAttention::backward: grad_output of shape " + go.shape().str() +
+                                  ", expected the output's " + saved.output.shape().str());
+    AttentionOptions<T> options;
+    options.causal = saved.causal;
+    const auto g = scaled_dot_product_attention_backward(go, saved.q, saved.k, saved.v, saved.output,
+                                                         saved.logsumexp, options);
+    // q = x·W_q + b_q: dW_q = xᵀ·dq (summed over the rows of every batch element),
+    // db_q = Σ_rows dq, dx = dq·W_qᵀ; likewise for k and v from x_kv.
+    const bool self = saved.self_attention;
+    const Tensor<T>& x_kv = self ? saved.x_q : saved.x_kv;
+    ScaledDotProductAttentionGradients<T> r;
+    r.grad_w_q = weight_gradient(saved.x_q, g.grad_q);
+    r.grad_w_k = weight_gradient(x_kv, g.grad_k);
+    r.grad_w_v = weight_gradient(x_kv, g.grad_v);
+    if (has_bias_) {
+      r.grad_b_q = bias_gradient(g.grad_q), r.grad_b_k = bias_gradient(g.grad_k), r.grad_b_v = bias_gradient(g.grad_v);
+    }
+    r.grad_x = input_gradient(g.grad_q, w_q_);
+    Tensor<T> grad_kv = input_gradient(g.grad_k, w_k_);
+    rows_of(grad_kv).noalias() += rows_of(g.grad_v) * w_v_.matrix().transpose();
+    if (self) r.grad_x += grad_kv;
+    else r.grad_x_kv = std::move(grad_kv);
+    return r;
+  }
+
  private:
+  using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+  // A contiguous (..., rows, cols) tensor as one (numel / cols, cols) matrix.
+  static Eigen::Map<RowMatrix> rows_of(Tensor<T>& x) {
+    return Eigen::Map<RowMatrix>(x.data(), x.numel() / x.size(-1), x.size(-1));
+  }
+  static Eigen::Map<const RowMatrix> rows_of(const Tensor<T>& x) {
+    return Eigen::Map<const RowMatrix>(x.data(), x.numel() / x.size(-1), x.size(-1));
+  }
+  static Tensor<T> weight_gradient(const Tensor<T>& x, const Tensor<T>& grad) {
+    Tensor<T> w(Shape{x.size(-1), grad.size(-1)});
+    rows_of(w).noalias() = rows_of(x).transpose() * rows_of(grad);
+    return w;
+  }
+  static Tensor<T> bias_gradient(const Tensor<T>& grad) {
+    Tensor<T> b(Shape{grad.size(-1)});
+    Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(b.data(), grad.size(-1)) = rows_of(grad).colwise().sum();
+    return b;
+  }
+  static Tensor<T> input_gradient(const Tensor<T>& grad, const Tensor<T>& w) {
+    Shape shape = grad.shape();
+    shape[shape.rank() - 1] = w.size(0);
+    Tensor<T> x(shape);
+    rows_of(x).noalias() = rows_of(grad) * w.matrix().transpose();
+    return x;
+  }
+
+  ScaledDotProductAttentionTrainingResult<T> train(Tensor<T> x_q, Tensor<T> x_kv, bool self, Causal causal) const {
+    ScaledDotProductAttentionTrainingResult<T> r;
+    ScaledDotProductAttentionSaved<T>& s = r.saved;
+    s.self_attention = self;
+    const Tensor<T>& kv_input = self ? x_q : x_kv;
+    s.q = project(x_q.view(), w_q_, b_q_);
+    s.k = project(kv_input.view(), w_k_, b_k_);
+    s.v = project(kv_input.view(), w_v_, b_v_);
+    s.causal = causal;
+    AttentionOptions<T> options;
+    options.causal = causal;
+    auto forward = scaled_dot_product_attention_with_logsumexp(s.q, s.k, s.v, options);
+    s.output = std::move(forward.output);
+    s.logsumexp = std::move(forward.logsumexp);
+    s.x_q = std::move(x_q), s.x_kv = std::move(x_kv);
+    r.output = s.output;
+    return r;
+  }
+
   static void check_sizes(const char* fn, Index d_model, Index d_k, Index d_v) {
     if (d_model <= 0 || d_k <= 0 || d_v <= 0)
       throw std::invalid_argument(std::string(fn) + ": sizes must be positive, got d_model " +

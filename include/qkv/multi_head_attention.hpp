@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "attention.hpp"
+#include "attention_backward.hpp"
 #include "kv_cache.hpp"
 #include "random.hpp"
 #include "rope.hpp"
@@ -75,7 +76,83 @@ struct MultiHeadAttentionResult {
   Tensor<T> weights;
 };
 
+/// \brief What MultiHeadAttention::forward_for_backward keeps for backward: the inputs,
+/// their projections, the heads' concatenated output and log-sum-exp, and the attention's
+/// options (whose masks view the caller's masks or the storage here: the caller's masks
+/// must outlive backward). Opaque to the caller.
+template <class T>
+struct MultiHeadAttentionSaved {
+  Tensor<T> query, key, value;  // (batch, L, embed_dim), (batch, S, kdim), (batch, S, vdim), contiguous
+  Tensor<T> q, k, v;            // their projections (batch, L or S, embed_dim or kv_dim)
+  Tensor<T> attended;           // the heads' outputs side by side (batch, L, embed_dim): out_proj's input
+  Tensor<T> logsumexp;          // (batch, num_heads, L)
+  Tensor<bool> bool_mask;       // the merged mask, when forward built one
+  Tensor<T> additive_mask;
+  AttentionOptions<T> attention;
+  bool batched = true;
+};
+
+/// The output of MultiHeadAttention::forward_for_backward and what backward needs.
+template <class T>
+struct MultiHeadAttentionTrainingResult {
+  Tensor<T> output;
+  MultiHeadAttentionSaved<T> saved;
+};
+
+/// \brief The gradients MultiHeadAttention::backward returns, in PyTorch's layout: of the
+/// three inputs (of their shapes; for self-attention, forward(x), the gradient of x is
+/// grad_query + grad_key + grad_value, as autograd sums it), of each projection's weight
+/// (out_features, in_features) and bias (empty without bias).
+template <class T>
+struct MultiHeadAttentionGradients {
+  Tensor<T> grad_query, grad_key, grad_value;
+  Tensor<T> grad_q_proj_weight, grad_k_proj_weight, grad_v_proj_weight, grad_out_proj_weight;
+  Tensor<T> grad_q_proj_bias, grad_k_proj_bias, grad_v_proj_bias, grad_out_proj_bias;
+
+  /// PyTorch's in_proj_weight.grad (embed_dim + 2 kv_dim, embed_dim): rows q, k, v.
+  Tensor<T> grad_in_proj_weight() const { return stacked(grad_q_proj_weight, grad_k_proj_weight, grad_v_proj_weight); }
+  /// PyTorch's in_proj_bias.grad (embed_dim + 2 kv_dim); empty without bias.
+  Tensor<T> grad_in_proj_bias() const { return stacked(grad_q_proj_bias, grad_k_proj_bias, grad_v_proj_bias); }
+
+ private:
+  static Tensor<T> stacked(const Tensor<T>& a, const Tensor<T>& b, const Tensor<T>& c) {
+    if (a.empty()) return Tensor<T>();
+    Shape shape = a.shape();
+    shape[0] = a.size(0) + b.size(0) + c.size(0);
+    Tensor<T> out(shape);
+    std::copy(c.begin(), c.end(), std::copy(b.begin(), b.end(), std::copy(a.begin(), a.end(), out.begin())));
+    return out;
+  }
+};
+
 namespace detail::mha {
+
+// The gradients of y = x·weightᵀ + bias (x (rows, in), y (rows, out), contiguous) from
+// grad_y: grad_x = grad_y·weight, grad_weight = grad_yᵀ·x, grad_bias = the column sums.
+template <class T>
+void linear_backward(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& grad_y, bool has_bias,
+                     Tensor<T>& grad_x, Tensor<T>& grad_weight, Tensor<T>& grad_bias) {
+  const Index in = weight.size(1), out = weight.size(0), rows = x.numel() / (in > 0 ? in : 1);
+  const auto x_rows = TensorView<const T>(x.data(), Shape{rows, in}).matrix();
+  const auto gy_rows = TensorView<const T>(grad_y.data(), Shape{rows, out}).matrix();
+  grad_x = Tensor<T>(x.shape());
+  TensorView<T>(grad_x.data(), Shape{rows, in}).matrix().noalias() = gy_rows * weight.matrix();
+  grad_weight = Tensor<T>(weight.shape());
+  grad_weight.matrix().noalias() = gy_rows.transpose() * x_rows;
+  grad_bias = Tensor<T>();
+  if (has_bias) {
+    grad_bias = Tensor<T>(Shape{out});
+    TensorView<T>(grad_bias.data(), Shape{1, out}).matrix() = gy_rows.colwise().sum();
+  }
+}
+
+// split_heads for memory the caller only reads.
+template <class T>
+TensorView<const T> split_heads(const Tensor<T>& x, Index heads) {
+  const Index batch = x.size(0), length = x.size(1), width = x.size(2), head_dim = width / heads;
+  return TensorView<const T>(x.data(), Shape{batch, heads, length, head_dim},
+                             Strides{length * width, head_dim, width, 1});
+}
 
 // x (..., in) · weightᵀ + bias for weight (out, in), as torch.nn.functional.linear. All
 // leading dimensions go through one matrix product; x is copied only if its rows are not
@@ -393,6 +470,88 @@ class MultiHeadAttention {
   /// Self-attention: forward(x, x, x, options).
   MultiHeadAttentionResult<T> forward(TensorView<const T> x, const MultiHeadAttentionForward<T>& options = {}) const {
     return forward(x, x, x, options);
+  }
+
+  /// The forward pass of training: forward's output (no weights), and what backward needs
+  /// (MultiHeadAttentionSaved: the inputs, their projections and each row's log-sum-exp,
+  /// about 3× the activations of one forward call). The masks of `options` must outlive
+  /// backward; options.rope is not supported (it has no backward pass yet).
+  /// \throws std::invalid_argument as forward, and when options.rope is set.
+  /// \code
+  /// auto [output, saved] = mha.forward_for_backward(x, x, x, options);
+  /// auto grads = mha.backward(saved, grad_output);   // grad_output: dLoss/dOutput
+  /// \endcode
+  MultiHeadAttentionTrainingResult<T> forward_for_backward(TensorView<const T> query, TensorView<const T> key,
+                                                           TensorView<const T> value,
+                                                           const MultiHeadAttentionForward<T>& options = {}) const {
+    const char* fn = "qkv::MultiHeadAttention::forward_for_backward";
+    MultiHeadAttentionTrainingResult<T> result;
+    MultiHeadAttentionSaved<T>& s = result.saved;
+    s.batched = check_inputs(fn, query, key, value);
+    if (options.rope)
+      throw std::invalid_argument(std::string(fn) + ": rotary embeddings have no backward pass yet (options.rope)");
+    if (!s.batched) {
+      query = query.unsqueeze(0);
+      key = key.unsqueeze(0);
+      value = value.unsqueeze(0);
+    }
+    const Index batch = query.size(0), query_len = query.size(1), key_len = key.size(1);
+    s.attention.attn_mask =
+        attention_mask(fn, options, s.batched, batch, query_len, key_len, s.bool_mask, s.additive_mask);
+    s.attention.causal = options.causal;
+    s.attention.enable_gqa = num_kv_heads_ != num_heads_;
+    s.query = Tensor<T>(query), s.key = Tensor<T>(key), s.value = Tensor<T>(value);
+    s.q = detail::mha::linear<T>(s.query.view(), q_weight_, q_bias_, has_bias_);
+    s.k = detail::mha::linear<T>(s.key.view(), k_weight_, k_bias_, has_bias_);
+    s.v = detail::mha::linear<T>(s.value.view(), v_weight_, v_bias_, has_bias_);
+    s.attended = Tensor<T>(Shape{batch, query_len, embed_dim_});
+    auto heads = scaled_dot_product_attention_with_logsumexp(detail::mha::split_heads(s.q, num_heads_),
+                                                             detail::mha::split_heads(s.k, num_kv_heads_),
+                                                             detail::mha::split_heads(s.v, num_kv_heads_), s.attention);
+    detail::mha::copy_into<T>(detail::mha::split_heads(s.attended, num_heads_), heads.output.view());
+    s.logsumexp = std::move(heads.logsumexp);
+    result.output = detail::mha::linear<T>(s.attended.view(), out_weight_, out_bias_, has_bias_);
+    if (!s.batched) result.output = std::move(result.output).reshape(Shape{query_len, embed_dim_});
+    return result;
+  }
+  /// Self-attention: forward_for_backward(x, x, x, options).
+  MultiHeadAttentionTrainingResult<T> forward_for_backward(TensorView<const T> x,
+                                                           const MultiHeadAttentionForward<T>& options = {}) const {
+    return forward_for_backward(x, x, x, options);
+  }
+
+  /// The gradients of a loss with respect to the inputs, weights and biases of the
+  /// forward_for_backward call that made `saved`, from grad_output = dLoss/dOutput (the
+  /// output's shape), with this layer's current weights (those of that call).
+  /// \throws std::invalid_argument when grad_output's shape is not the output's.
+  MultiHeadAttentionGradients<T> backward(const MultiHeadAttentionSaved<T>& saved,
+                                          TensorView<const T> grad_output) const {
+    const Index batch = saved.query.size(0), query_len = saved.query.size(1);
+    const Shape expected = saved.batched ? Shape{batch, query_len, embed_dim_} : Shape{query_len, embed_dim_};
+    if (grad_output.shape() != expected)
+      throw std::invalid_argument("qkv::MultiHeadAttention::backward: grad_output of shape " +
+                                  grad_output.shape().str() + ", expected the output's " + expected.str());
+    const Tensor<T> grad_y(saved.batched ? grad_output : grad_output.unsqueeze(0));
+    MultiHeadAttentionGradients<T> g;
+    Tensor<T> grad_attended, grad_q, grad_k, grad_v;
+    detail::mha::linear_backward(saved.attended, out_weight_, grad_y, has_bias_, grad_attended, g.grad_out_proj_weight,
+                                 g.grad_out_proj_bias);
+    grad_q = Tensor<T>(saved.q.shape()), grad_k = Tensor<T>(saved.k.shape()), grad_v = Tensor<T>(saved.v.shape());
+    scaled_dot_product_attention_backward_out(
+        detail::mha::split_heads(grad_q, num_heads_), detail::mha::split_heads(grad_k, num_kv_heads_),
+        detail::mha::split_heads(grad_v, num_kv_heads_), detail::mha::split_heads(std::as_const(grad_attended), num_heads_),
+        detail::mha::split_heads(saved.q, num_heads_), detail::mha::split_heads(saved.k, num_kv_heads_),
+        detail::mha::split_heads(saved.v, num_kv_heads_), detail::mha::split_heads(saved.attended, num_heads_),
+        saved.logsumexp, saved.attention);
+    detail::mha::linear_backward(saved.query, q_weight_, grad_q, has_bias_, g.grad_query, g.grad_q_proj_weight,
+                                 g.grad_q_proj_bias);
+    detail::mha::linear_backward(saved.key, k_weight_, grad_k, has_bias_, g.grad_key, g.grad_k_proj_weight,
+                                 g.grad_k_proj_bias);
+    detail::mha::linear_backward(saved.value, v_weight_, grad_v, has_bias_, g.grad_value, g.grad_v_proj_weight,
+                                 g.grad_v_proj_bias);
+    if (!saved.batched)
+      for (Tensor<T>* x : {&g.grad_query, &g.grad_key, &g.grad_value}) *x = std::move(*x).reshape(x->shape().drop_front());
+    return g;
   }
 
   /// A cache for `batch` sequences of up to `capacity` tokens, sized for this layer's

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "attention.hpp"
+#include "attention_backward.hpp"
 #include "kernel.hpp"
 #include "kv_cache.hpp"
 #include "layers.hpp"

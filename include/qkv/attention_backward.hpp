@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: MIT
+// qkv::scaled_dot_product_attention_backward: the gradients of scaled dot-product attention
+// with respect to q, k and v, from the forward's output and log-sum-exp, as PyTorch's
+// _scaled_dot_product_flash_attention_backward computes them (FlashAttention-2 on CPUs).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "attention.hpp"
+#include "detail/flash_backward.hpp"
+#include "shape.hpp"
+#include "tensor.hpp"
+#include "tensor_view.hpp"
+
+namespace qkv {
+
+/// \brief The gradients of one attention call: grad_q (..., L, E), grad_k (..., S, E) and
+/// grad_v (..., S, Ev), each of the shape of its input (summed over broadcast dimensions
+/// and over the query heads a grouped key/value head serves).
+/// \tparam T float or double.
+template <class T>
+struct AttentionGradients {
+  Tensor<T> grad_q;
+  Tensor<T> grad_k;
+  Tensor<T> grad_v;
+};
+
+namespace detail {
+
+[[noreturn]] inline void backward_shape_error(const char* fn, const char* name, const Shape& actual,
+                                              const Shape& expected, const Shape& q, const Shape& k, const Shape& v) {
+  sdpa_error(fn, std::string(name) + " shape " + actual.str() + " != expected " + expected.str(), q, k, v);
+}
+
+template <class T>
+StridedOperand<T> strided_operand(T* data, const Strides& strides) {
+  const int r = strides.rank();
+  return {data, strides.front(r - 2), strides[r - 2], strides[r - 1]};
+}
+
+// Zeros in a view of any strides.
+template <class T>
+void fill_zero(const TensorView<T>& x) {
+  for_each_offset(x.shape(), [&](Index o) { x.data()[o] = T(0); }, x.strides());
+}
+
+template <class T>
+inline constexpr bool backward_type_v = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+// Validates one backward call, then runs it into the gradient views.
+template <class T>
+void attention_backward(const char* fn, const TensorView<T>& grad_q, const TensorView<T>& grad_k,
+                        const TensorView<T>& grad_v, const TensorView<const T>& grad_out, const TensorView<const T>& q,
+                        const TensorView<const T>& k, const TensorView<const T>& v, const TensorView<const T>& out,
+                        const TensorView<const T>& logsumexp, const AttentionOptions<T>& options) {
+  const Shape &qs = q.shape(), &ks = k.shape(), &vs = v.shape();
+  BackwardProblem<T> bp;
+  bp.p = make_problem(fn, q, k, v, options);
+  const AttentionProblem<T>& p = bp.p;
+  if (!is_output_shape(out.shape(), p, p.value_dim))
+    backward_shape_error(fn, "out", out.shape(), output_shape(p, p.value_dim), qs, ks, vs);
+  if (!is_output_shape(grad_out.shape(), p, p.value_dim))
+    backward_shape_error(fn, "grad_out", grad_out.shape(), output_shape(p, p.value_dim), qs, ks, vs);
+  if (logsumexp.shape() != rows_shape(p))
+    backward_shape_error(fn, "logsumexp", logsumexp.shape(), rows_shape(p), qs, ks, vs);
+  if (grad_q.shape() != qs) backward_shape_error(fn, "grad_q", grad_q.shape(), qs, qs, ks, vs);
+  if (grad_k.shape() != ks) backward_shape_error(fn, "grad_k", grad_k.shape(), ks, qs, ks, vs);
+  if (grad_v.shape() != vs) backward_shape_error(fn, "grad_v", grad_v.shape(), vs, qs, ks, vs);
+  if (p.query_len == 0 || p.key_len == 0 || p.batch_count() == 0) {  // no products: every gradient is zero
+    fill_zero(grad_q), fill_zero(grad_k), fill_zero(grad_v);
+    return;
+  }
+  // The gradients of k and v go where k and v are read from, each query batch element
+  // to its (broadcast, grouped) key/value element: make_problem's strides for them.
+  const AttentionProblem<T> kv = make_problem(fn, q, TensorView<const T>(grad_k), TensorView<const T>(grad_v), options);
+  bp.grad_k = {grad_k.data(), kv.k_batch, kv.k_row, kv.k_col};
+  bp.grad_v = {grad_v.data(), kv.v_batch, kv.v_row, kv.v_col};
+  bp.out = strided_operand(out.data(), out.strides());
+  bp.grad_out = strided_operand(grad_out.data(), grad_out.strides());
+  bp.grad_q = strided_operand(grad_q.data(), grad_q.strides());
+  // The kernel reads the log-sum-exp as contiguous (batch..., L) rows.
+  Tensor<T> lse_copy;
+  if (logsumexp.is_contiguous()) {
+    bp.logsumexp = logsumexp.data();
+  } else {
+    lse_copy = Tensor<T>(logsumexp);
+    bp.logsumexp = lse_copy.data();
+  }
+  flash_backward(bp, options.workspace);
+}
+
+}  // namespace detail
+
+/// \brief The gradients of scaled_dot_product_attention with respect to q, k and v.
+///
+/// grad_out is the gradient of the loss with respect to the attention's output (..., L, Ev);
+/// q, k, v and options are those of the forward call; out (..., L, Ev) and logsumexp
+/// (..., L) are what scaled_dot_product_attention_with_logsumexp returned for them. Every
+/// option of the forward works: both causal alignments, boolean and additive masks (no
+/// gradient flows into a mask), grouped-query heads (grad_k and grad_v summed over the
+/// query heads of each group), broadcast k and v (summed over the broadcast dimensions),
+/// any scale, Ev ≠ E, strided views. A row that may see no key contributes nothing.
+/// float and double; the 16-bit types have no backward pass yet.
+/// Results are bitwise identical for any thread count.
+/// \throws std::invalid_argument naming the shapes when they do not fit together.
+/// \code
+/// auto [out, lse] = qkv::scaled_dot_product_attention_with_logsumexp(q, k, v, options);
+/// auto grads = qkv::scaled_dot_product_attention_backward(grad_out, q, k, v, out, lse, options);
+/// // grads.grad_q, grads.grad_k, grads.grad_v
+/// \endcode
+template <class G, class Q, class K, class V, class O, class LSE, class = std::enable_if_t<detail::is_tensor_v<Q>>>
+AttentionGradients<detail::tensor_value_t<Q>> scaled_dot_product_attention_backward(
+    const G& grad_out, const Q& q, const K& k, const V& v, const O& out, const LSE& logsumexp,
+    const AttentionOptions<detail::tensor_value_t<Q>>& options = {}) {
+  using T = detail::tensor_value_t<Q>;
+  static_assert(detail::backward_type_v<T>,
+                "qkv::scaled_dot_product_attention_backward: float and double only (bfloat16 and half have no "
+                "backward pass yet)");
+  static_assert(std::is_same_v<detail::tensor_value_t<G>, T> && std::is_same_v<detail::tensor_value_t<K>, T> &&
+                    std::is_same_v<detail::tensor_value_t<V>, T> && std::is_same_v<detail::tensor_value_t<O>, T> &&
+                    std::is_same_v<detail::tensor_value_t<LSE>, T>,
+                "qkv::scaled_dot_product_attention_backward: grad_out, q, k, v, out and logsumexp of one type");
+  const auto qv = detail::const_view(q), kv = detail::const_view(k), vv = detail::const_view(v);
+  AttentionGradients<T> g;
+  // Shapes are checked before anything is allocated from them.
+  const auto p = detail::make_problem("qkv::scaled_dot_product_attention_backward", qv, kv, vv, options);
+  (void)p;
+  g.grad_q = Tensor<T>(qv.shape());
+  g.grad_k = Tensor<T>(kv.shape());
+  g.grad_v = Tensor<T>(vv.shape());
+  detail::attention_backward("qkv::scaled_dot_product_attention_backward", g.grad_q.view(), g.grad_k.view(),
+                             g.grad_v.view(), detail::const_view(grad_out), qv, kv, vv, detail::const_view(out),
+                             detail::const_view(logsumexp), options);
+  return g;
+}
+
+/// Writes the gradients into grad_q, grad_k and grad_v, views of the caller's memory in any
+/// layout, of the shapes of q, k and v. They must not overlap each other or the inputs.
+/// \throws std::invalid_argument when a shape does not fit. \see scaled_dot_product_attention_backward.
+template <class T, class G, class Q, class K, class V, class O, class LSE,
+          class = std::enable_if_t<detail::is_tensor_v<Q>>>
+void scaled_dot_product_attention_backward_out(TensorView<T> grad_q, TensorView<T> grad_k, TensorView<T> grad_v,
+                                               const G& grad_out, const Q& q, const K& k, const V& v, const O& out,
+                                               const LSE& logsumexp, const AttentionOptions<T>& options = {}) {
+  static_assert(detail::backward_type_v<T>,
+                "qkv::scaled_dot_product_attention_backward_out: float and double only (bfloat16 and half have no "
+                "backward pass yet)");
+  static_assert(std::is_same_v<detail::tensor_value_t<G>, T> && std::is_same_v<detail::tensor_value_t<Q>, T> &&
+                    std::is_same_v<detail::tensor_value_t<K>, T> && std::is_same_v<detail::tensor_value_t<V>, T> &&
+                    std::is_same_v<detail::tensor_value_t<O>, T> && std::is_same_v<detail::tensor_value_t<LSE>, T>,
+                "qkv::scaled_dot_product_attention_backward_out: gradients and inputs of one type");
+  detail::attention_backward("qkv::scaled_dot_product_attention_backward_out", grad_q, grad_k, grad_v,
+                             detail::const_view(grad_out), detail::const_view(q), detail::const_view(k),
+                             detail::const_view(v), detail::const_view(out), detail::const_view(logsumexp), options);
+}
+
+}  // namespace qkv
