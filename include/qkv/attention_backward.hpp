@@ -58,7 +58,7 @@ void attention_backward(const char* fn, const TensorView<T>& grad_q, const Tenso
   const Shape &qs = q.shape(), &ks = k.shape(), &vs = v.shape();
   BackwardProblem<T> bp;
   bp.p = make_problem(fn, q, k, v, options);
-  const AttentionProblem<T>& p = bp.p;
+  AttentionProblem<T>& p = bp.p;
   if (!is_output_shape(out.shape(), p, p.value_dim))
     backward_shape_error(fn, "out", out.shape(), output_shape(p, p.value_dim), qs, ks, vs);
   if (!is_output_shape(grad_out.shape(), p, p.value_dim))
@@ -78,6 +78,9 @@ void attention_backward(const char* fn, const TensorView<T>& grad_q, const Tenso
   bp.grad_k = {grad_k.data(), kv.k_batch, kv.k_row, kv.k_col};
   bp.grad_v = {grad_v.data(), kv.v_batch, kv.v_row, kv.v_col};
   bp.out = strided_operand(out.data(), out.strides());
+  // The forward's output strides, so that p.offsets() reads no unset stride (it sums them
+  // all, though the backward reads `out` through bp.out).
+  p.out_batch = bp.out.batch, p.out_row = bp.out.row, p.out_col = bp.out.col;
   bp.grad_out = strided_operand(grad_out.data(), grad_out.strides());
   bp.grad_q = strided_operand(grad_q.data(), grad_q.strides());
   // The kernel reads the log-sum-exp as contiguous (batch..., L) rows.
