@@ -174,7 +174,7 @@ class NpyHeaderParser {
   void skip_string() {
     const std::size_t begin = pos_;
     const char quote = text_[pos_++];
-    while (pos_ < text_.size() && text_[pos_] != quote && text_[pos_] != '\n') pos_ += text_[pos_] == '\\' ? 2 : 1;
+    while (pos_ < text_.size() && text_[pos_] != quote && text_[pos_] != '\n') pos_ += text_[pos_] == '\\' ? std::size_t{2} : std::size_t{1};
     if (pos_ >= text_.size() || text_[pos_] != quote) fail("unterminated string", begin);
     ++pos_;
   }
@@ -321,7 +321,7 @@ void write_npy(std::ostream& out, TensorView<const T> tensor) {
   out.write(header.data(), static_cast<std::streamsize>(header.size()));  // unaffected by out.width()
   if (tensor.empty()) return;
   if (tensor.is_contiguous()) {
-    out.write(reinterpret_cast<const char*>(tensor.data()), static_cast<std::streamsize>(tensor.numel() * sizeof(T)));
+    out.write(reinterpret_cast<const char*>(tensor.data()), tensor.numel() * static_cast<std::streamsize>(sizeof(T)));
     return;
   }
   // Gather a strided view into C order through a small buffer.

@@ -205,12 +205,12 @@ class TorchFormatter {
   std::size_t max_width_ = 1;
 };
 
+// The dtype in a tensor's repr: half.hpp's torch_dtype_name for the floating-point types
+// and bool, the integer types by their width.
 template <class T>
-std::string torch_dtype_name() {
+std::string torch_dtype_repr() {
   static_assert(!std::is_same_v<T, long double>, "qkv: PyTorch has no long double dtype");
-  if constexpr (std::is_same_v<T, float>) return "torch.float32";
-  else if constexpr (std::is_same_v<T, double>) return "torch.float64";
-  else if constexpr (std::is_same_v<T, bool>) return "torch.bool";
+  if constexpr (is_floating_v<T> || std::is_same_v<T, bool>) return torch_dtype_name<T>();
   // Unsigned types wider than a byte have no PyTorch 1.13 dtype; these are the names
   // later releases gave them.
   else return std::string(std::is_signed_v<T> ? "torch.int" : "torch.uint") +
@@ -505,9 +505,9 @@ std::string torch_repr_impl(TensorView<const T> t) {
   if (t.numel() == 0) {
     // An empty tensor shows its shape unless it is (0,), and any dtype but the default.
     if (t.rank() != 1) suffixes.push_back("size=" + python_tuple(t.shape()));
-    if (!std::is_same_v<T, float>) suffixes.push_back("dtype=" + torch_dtype_name<T>());
+    if (!std::is_same_v<T, float>) suffixes.push_back("dtype=" + torch_dtype_repr<T>());
   } else {
-    if (!torch_dtype_is_implied<T>) suffixes.push_back("dtype=" + torch_dtype_name<T>());
+    if (!torch_dtype_is_implied<T>) suffixes.push_back("dtype=" + torch_dtype_repr<T>());
     const bool summarize = t.numel() > print_threshold;
     const TorchFormatter<T> formatter(shown_values(t, summarize));
     body = torch_nested_str(t, indent, summarize, formatter);
