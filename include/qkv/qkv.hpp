@@ -3,6 +3,7 @@
 #pragma once
 
 #include "attention.hpp"
+#include "half.hpp"
 #include "kernel.hpp"
 #include "kv_cache.hpp"
 #include "layers.hpp"
@@ -17,3 +18,4 @@
 #include "softmax.hpp"
 #include "tensor.hpp"
 #include "tensor_view.hpp"
+#include "version.hpp"
