@@ -448,8 +448,10 @@ void save_npy(std::ostream& out, TensorView<const T> tensor) {
   detail::write_npy(out, tensor);
   if (!out) throw std::runtime_error("qkv::save_npy: <stream>: write failed");
 }
+/// save_npy to a stream, from a mutable view.
 template <class T>
 void save_npy(std::ostream& out, TensorView<T> tensor) { save_npy<T>(out, TensorView<const T>(tensor)); }
+/// save_npy to a stream, from a tensor.
 template <class T>
 void save_npy(std::ostream& out, const Tensor<T>& tensor) { save_npy<T>(out, tensor.view()); }
 
@@ -468,8 +470,10 @@ void save_npy(const std::string& path, TensorView<const T> tensor) {
   out.close();
   if (!out) throw std::runtime_error(std::string(fn) + ": " + path + ": write failed" + detail::errno_text(errno));
 }
+/// save_npy to a file, from a mutable view.
 template <class T>
 void save_npy(const std::string& path, TensorView<T> tensor) { save_npy<T>(path, TensorView<const T>(tensor)); }
+/// save_npy to a file, from a tensor.
 template <class T>
 void save_npy(const std::string& path, const Tensor<T>& tensor) { save_npy<T>(path, tensor.view()); }
 

@@ -557,10 +557,12 @@ template <class T>
 std::string torch_repr(TensorView<const T> t) {
   return detail::torch_repr_impl(t);
 }
+/// torch_repr of a mutable view.
 template <class T>
 std::string torch_repr(TensorView<T> t) {
   return detail::torch_repr_impl(TensorView<const T>(t));
 }
+/// torch_repr of a tensor.
 template <class T>
 std::string torch_repr(const Tensor<T>& t) {
   return detail::torch_repr_impl(t.view());
@@ -575,10 +577,12 @@ template <class T>
 std::string numpy_repr(TensorView<const T> a) {
   return detail::numpy_repr_impl(a);
 }
+/// numpy_repr of a mutable view.
 template <class T>
 std::string numpy_repr(TensorView<T> a) {
   return detail::numpy_repr_impl(TensorView<const T>(a));
 }
+/// numpy_repr of a tensor.
 template <class T>
 std::string numpy_repr(const Tensor<T>& a) {
   return detail::numpy_repr_impl(a.view());
@@ -590,10 +594,12 @@ template <class T>
 std::string numpy_str(TensorView<const T> a) {
   return detail::numpy_str_impl(a);
 }
+/// numpy_str of a mutable view.
 template <class T>
 std::string numpy_str(TensorView<T> a) {
   return detail::numpy_str_impl(TensorView<const T>(a));
 }
+/// numpy_str of a tensor.
 template <class T>
 std::string numpy_str(const Tensor<T>& a) {
   return detail::numpy_str_impl(a.view());
@@ -604,6 +610,7 @@ template <class T>
 std::ostream& operator<<(std::ostream& os, const Tensor<T>& t) {
   return os << torch_repr(t);
 }
+/// Streams torch_repr(t) of a view.
 template <class T>
 std::ostream& operator<<(std::ostream& os, TensorView<T> t) {
   return os << torch_repr(t);

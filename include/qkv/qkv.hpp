@@ -19,3 +19,11 @@
 #include "tensor.hpp"
 #include "tensor_view.hpp"
 #include "version.hpp"
+
+/// \file
+/// Includes every public header of qkv.
+
+/// Scaled dot-product attention with PyTorch's semantics: tensors, their operations,
+/// attention, the modules built on it, and their input and output. Names in qkv::detail
+/// are internals, not part of the API.
+namespace qkv {}

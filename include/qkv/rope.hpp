@@ -79,8 +79,11 @@ class RotaryEmbedding {
       : head_dim_(checked_head_dim(head_dim)), theta_(checked_theta(theta)), style_(style),
         inv_freq_(detail::rope_inverse_frequencies(head_dim, theta)) {}
 
+  /// Size of the rotated vectors (even).
   Index head_dim() const noexcept { return head_dim_; }
+  /// Base of the rotation frequencies, theta^(-2i/head_dim).
   double theta() const noexcept { return theta_; }
+  /// Which coordinates are rotated together.
   RopeStyle style() const noexcept { return style_; }
 
   /// Rotates x (..., L, head_dim) in place: any strided view, e.g. a (B, L, H, E) buffer
@@ -99,6 +102,7 @@ class RotaryEmbedding {
     rotate(out.view(), position_offset);
     return out;
   }
+  /// A rotated copy of a whole tensor x (..., L, head_dim).
   Tensor<T> operator()(const Tensor<T>& x, Index position_offset = 0) const {
     return (*this)(x.view(), position_offset);
   }

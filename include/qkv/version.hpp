@@ -4,6 +4,9 @@
 // its project version and these numbers differ.
 #pragma once
 
+/// \file
+/// The version of qkv: #QKV_VERSION and its parts.
+
 /// Major version: raised when a release breaks source compatibility (after 1.0.0; before
 /// it, a minor version may break it, as semantic versioning allows for 0.y.z).
 #define QKV_VERSION_MAJOR 0
