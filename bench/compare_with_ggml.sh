@@ -10,7 +10,10 @@
 #
 #   BENCH_ATTENTION  qkv's benchmark program (default: build/bench/bench/bench_attention,
 #                    from `cmake --workflow --preset bench`)
-#   OUT_DIR          where ggml.txt and qkv.txt are saved (default: a new directory under /tmp)
+#   OUT_DIR          where ggml.txt, qkv.txt and chart.svg are saved (default: a new directory
+#                    under /tmp); chart.svg (bench/summary_chart.awk) shows each case's qkv,
+#                    ggml f32 and ggml f16 as fractions of the run's FMA peak (decode: of its
+#                    read bandwidth)
 #   QKV_GGML_BENCH   ggml's benchmark (default: ../shared/peer/ggml_fa_bench from the repo
 #                    root); when it is absent, only qkv's benchmark runs
 #   QKV_GGML_FLAGS   its flags (default: --threads 1,2 --kv f32,f16)
@@ -66,4 +69,9 @@ if [[ -s $out/ggml.txt ]]; then
 fi
 sed -n '/^## qkv attention benchmark: summary/,$p' "$out/qkv.txt"
 echo
+if awk -f "$repo/bench/summary_chart.awk" "$out/qkv.txt" >"$out/chart.svg"; then
+  echo "chart: $out/chart.svg"
+else
+  rm -f "$out/chart.svg"
+fi
 echo "(both outputs are in $out)"

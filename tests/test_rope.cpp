@@ -44,7 +44,7 @@ const std::vector<RopeCase> kRopeCases = {
 #include "data/rope_cases.inc"
 };
 
-const char* style_name(RopeStyle style) { return style == RopeStyle::half ? "half" : "interleaved"; }
+const char* style_name(RopeStyle style) { return style == RopeStyle::rotate_half ? "rotate_half" : "interleaved"; }
 
 // Coordinate j of row `x` (head_dim d) rotated to `position`, written out for each
 // convention as its reference code states it rather than as a loop over pairs:
@@ -55,11 +55,11 @@ long double reference_coordinate(const std::vector<long double>& x, Index j, lon
                                   long double theta, RopeStyle style) {
   const Index d = static_cast<Index>(x.size()), half = d / 2;
   const auto at = [&](Index k) { return x[static_cast<std::size_t>(k)]; };
-  const Index frequency_index = style == RopeStyle::half ? j % half : j / 2;
+  const Index frequency_index = style == RopeStyle::rotate_half ? j % half : j / 2;
   const long double angle =
       position * std::pow(theta, -2.0L * static_cast<long double>(frequency_index) / static_cast<long double>(d));
   const long double c = std::cos(angle), s = std::sin(angle);
-  if (style == RopeStyle::half) {
+  if (style == RopeStyle::rotate_half) {
     const long double rotated_half = j < half ? -at(j + half) : at(j - half);
     return at(j) * c + rotated_half * s;
   }
@@ -132,7 +132,7 @@ TYPED_TEST(RopeTest, DefaultsToTheta10000AndRotateHalf) {
   const RotaryEmbedding<TypeParam> rope(64);
   EXPECT_EQ(rope.head_dim(), 64);
   EXPECT_EQ(rope.theta(), 10000.0);
-  EXPECT_EQ(rope.style(), RopeStyle::half);
+  EXPECT_EQ(rope.style(), RopeStyle::rotate_half);
   const RotaryEmbedding<TypeParam> llama3(128, 500000.0, RopeStyle::interleaved);
   EXPECT_EQ(llama3.head_dim(), 128);
   EXPECT_EQ(llama3.theta(), 500000.0);
@@ -177,7 +177,7 @@ TYPED_TEST(RopeTest, MatchesHuggingFaceAndMetaLlamaCodeInPyTorch) {
 TYPED_TEST(RopeTest, MatchesTheFormulaForBothStylesThetasAndPositions) {
   using T = TypeParam;
   qkv::NumpyRandom rng(1);
-  for (RopeStyle style : {RopeStyle::half, RopeStyle::interleaved})
+  for (RopeStyle style : {RopeStyle::rotate_half, RopeStyle::interleaved})
     for (double theta : {10000.0, 500000.0, 10.0, 1.5})
       for (Index head_dim : {2, 4, 10, 64})
         for (Index offset : {0, 1, 37, 100000, 1234567}) {
@@ -194,7 +194,7 @@ TYPED_TEST(RopeTest, PositionZeroLeavesTheRowUnchanged) {
   using T = TypeParam;
   qkv::NumpyRandom rng(2);
   const Tensor<T> x = rng.randn<T>({3, 1, 16});
-  for (RopeStyle style : {RopeStyle::half, RopeStyle::interleaved})
+  for (RopeStyle style : {RopeStyle::rotate_half, RopeStyle::interleaved})
     EXPECT_TRUE(qkv::equal(RotaryEmbedding<T>(16, 10000.0, style)(x), x));
 }
 
@@ -202,7 +202,7 @@ TYPED_TEST(RopeTest, RowsWithAnOffsetEqualThoseRowsOfTheWholeSequence) {
   using T = TypeParam;
   qkv::NumpyRandom rng(3);
   const Tensor<T> x = rng.randn<T>({2, 3, 11, 8});
-  for (RopeStyle style : {RopeStyle::half, RopeStyle::interleaved}) {
+  for (RopeStyle style : {RopeStyle::rotate_half, RopeStyle::interleaved}) {
     const RotaryEmbedding<T> rope(8, 10000.0, style);
     for (Index start : {0, 2, 5})
       for (Index begin : {Index{0}, Index{1}, Index{4}, Index{10}})
@@ -221,7 +221,7 @@ TYPED_TEST(RopeTest, RotatesStridedViewsInPlace) {
   using T = TypeParam;
   qkv::NumpyRandom rng(4);
   const Index B = 2, L = 5, H = 3, E = 6;
-  for (RopeStyle style : {RopeStyle::half, RopeStyle::interleaved}) {
+  for (RopeStyle style : {RopeStyle::rotate_half, RopeStyle::interleaved}) {
     const RotaryEmbedding<T> rope(E, 10000.0, style);
     // (B, L, H, E) memory, as a projection writes it, seen as (B, H, L, E).
     Tensor<T> blhe = rng.randn<T>({B, L, H, E});
@@ -265,12 +265,12 @@ TYPED_TEST(RopeTest, PreservesTheNormOfEveryPair) {
   qkv::NumpyRandom rng(6);
   const Index d = 32;
   const Tensor<T> x = rng.randn<T>({7, d});
-  for (RopeStyle style : {RopeStyle::half, RopeStyle::interleaved}) {
+  for (RopeStyle style : {RopeStyle::rotate_half, RopeStyle::interleaved}) {
     const Tensor<T> y = RotaryEmbedding<T>(d, 10000.0, style)(x, 90000);
     for (Index l = 0; l < 7; ++l) {
       long double row_before = 0, row_after = 0;
       for (Index i = 0; i < d / 2; ++i) {
-        const Index a = style == RopeStyle::half ? i : 2 * i, b = style == RopeStyle::half ? i + d / 2 : 2 * i + 1;
+        const Index a = style == RopeStyle::rotate_half ? i : 2 * i, b = style == RopeStyle::rotate_half ? i + d / 2 : 2 * i + 1;
         const long double before = std::hypot(static_cast<long double>(x(l, a)), static_cast<long double>(x(l, b)));
         const long double after = std::hypot(static_cast<long double>(y(l, a)), static_cast<long double>(y(l, b)));
         EXPECT_NEAR(static_cast<double>(after), static_cast<double>(before),
@@ -290,7 +290,7 @@ TYPED_TEST(RopeTest, ScoresDependOnlyOnTheRelativePosition) {
   const Index d = 16;
   const Tensor<T> q = rng.randn<T>({1, d}), k = rng.randn<T>({1, d});
   const double norms = std::sqrt(static_cast<double>(dot<T>(q, q) * dot<T>(k, k)));
-  for (RopeStyle style : {RopeStyle::half, RopeStyle::interleaved}) {
+  for (RopeStyle style : {RopeStyle::rotate_half, RopeStyle::interleaved}) {
     const RotaryEmbedding<T> rope(d, 10000.0, style);
     const auto score = [&](Index m, Index n) { return dot<T>(rope(q, m), rope(k, n)); };
     for (Index distance : {0, 1, 5, 40}) {
@@ -326,7 +326,7 @@ TYPED_TEST(RopeTest, HalfStyleIsInterleavedStyleOnPermutedCoordinates) {
     return out;
   };
   for (Index offset : {0, 3, 50000}) {
-    const Tensor<T> half_style = RotaryEmbedding<T>(d, 10000.0, RopeStyle::half)(x, offset);
+    const Tensor<T> half_style = RotaryEmbedding<T>(d, 10000.0, RopeStyle::rotate_half)(x, offset);
     const Tensor<T> interleaved = RotaryEmbedding<T>(d, 10000.0, RopeStyle::interleaved)(permuted(x, false), offset);
     EXPECT_TRUE(qkv::equal(half_style, permuted(interleaved, true))) << "offset " << offset;
     if (offset > 0) {  // on the same coordinates the conventions differ
@@ -347,7 +347,7 @@ TYPED_TEST(RopeTest, ThetaSetsTheWavelengths) {
     EXPECT_EQ(a(l, 4), b(l, 4));
     EXPECT_NE(a(l, 1), b(l, 1));
   }
-  EXPECT_TRUE(AllNear(b, reference_rope(x, 1, 500000.0, RopeStyle::half), rope_tolerance<T>(max_abs(x), 4)));
+  EXPECT_TRUE(AllNear(b, reference_rope(x, 1, 500000.0, RopeStyle::rotate_half), rope_tolerance<T>(max_abs(x), 4)));
 }
 
 TYPED_TEST(RopeTest, EmptyInputsAreLeftAsTheyAre) {

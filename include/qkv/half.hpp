@@ -8,8 +8,6 @@
 
 #include <type_traits>
 
-#include "rope_style.hpp"  // before qkv::half, which its enumerator RopeStyle::half would shadow
-
 namespace qkv {
 
 /// Brain floating point: float's 8-bit exponent with a 7-bit mantissa (torch.bfloat16).

@@ -103,22 +103,34 @@ class ScaledDotProductAttention {
                                      std::move(b_k), std::move(b_v));
   }
 
+  /// Width of the inputs x (the rows of W_q, W_k, W_v).
   Index d_model() const noexcept { return w_q_.size(0); }
+  /// Width of the queries and keys.
   Index d_k() const noexcept { return w_q_.size(1); }
+  /// Width of the values and of the output.
   Index d_v() const noexcept { return w_v_.size(1); }
+  /// Whether the projections add biases.
   bool has_bias() const noexcept { return has_bias_; }
+  /// W_q (d_model, d_k), as the notebooks write it: x·W_q.
   const Tensor<T>& w_q() const noexcept { return w_q_; }
+  /// W_k (d_model, d_k).
   const Tensor<T>& w_k() const noexcept { return w_k_; }
+  /// W_v (d_model, d_v).
   const Tensor<T>& w_v() const noexcept { return w_v_; }
+  /// b_q (d_k), empty without bias.
   const Tensor<T>& b_q() const noexcept { return b_q_; }
+  /// b_k (d_k), empty without bias.
   const Tensor<T>& b_k() const noexcept { return b_k_; }
+  /// b_v (d_v), empty without bias.
   const Tensor<T>& b_v() const noexcept { return b_v_; }
 
   /// x·W_q (+ b_q), and likewise for keys and values: the projections the notebooks print.
   template <class X, class = detail::enable_if_tensor_t<X>>
   Tensor<T> queries(const X& x) const { return project(checked("queries", x), w_q_, b_q_); }
+  /// x·W_k (+ b_k).
   template <class X, class = detail::enable_if_tensor_t<X>>
   Tensor<T> keys(const X& x) const { return project(checked("keys", x), w_k_, b_k_); }
+  /// x·W_v (+ b_v).
   template <class X, class = detail::enable_if_tensor_t<X>>
   Tensor<T> values(const X& x) const { return project(checked("values", x), w_v_, b_v_); }
 

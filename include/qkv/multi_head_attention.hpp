@@ -72,7 +72,9 @@ struct MultiHeadAttentionForward {
 /// its attention weights (empty otherwise).
 template <class T>
 struct MultiHeadAttentionResult {
+  /// (batch, L, embed_dim), or (L, embed_dim) for unbatched inputs.
   Tensor<T> output;
+  /// (batch, L, S) averaged over heads, (batch, num_heads, L, S) with average_attn_weights = false; empty unless need_weights.
   Tensor<T> weights;
 };
 
@@ -339,14 +341,21 @@ class MultiHeadAttention {
     for (Tensor<T>* bias : {&q_bias_, &k_bias_, &v_bias_, &out_bias_}) std::fill(bias->begin(), bias->end(), T(0));
   }
 
+  /// Width of the queries and of the output.
   Index embed_dim() const noexcept { return embed_dim_; }
+  /// Number of query heads.
   Index num_heads() const noexcept { return num_heads_; }
+  /// Number of key/value heads (num_heads without grouped-query attention).
   Index num_kv_heads() const noexcept { return num_kv_heads_; }
+  /// embed_dim / num_heads.
   Index head_dim() const noexcept { return head_dim_; }
+  /// Width of the key inputs (embed_dim unless config.kdim).
   Index kdim() const noexcept { return kdim_; }
+  /// Width of the value inputs (embed_dim unless config.vdim).
   Index vdim() const noexcept { return vdim_; }
   /// Rows of k_proj and v_proj: num_kv_heads * head_dim (embed_dim without GQA).
   Index kv_dim() const noexcept { return num_kv_heads_ * head_dim_; }
+  /// Whether the projections add biases (config.bias).
   bool has_bias() const noexcept { return has_bias_; }
 
   /// PyTorch's packed in_proj_weight (embed_dim + 2 kv_dim, embed_dim), rows q, k, v, and
@@ -393,12 +402,19 @@ class MultiHeadAttention {
 
   /// The weights in PyTorch's layout; biases are empty (shape [0]) without bias.
   const Tensor<T>& q_proj_weight() const noexcept { return q_weight_; }
+  /// k_proj_weight (kv_dim, kdim).
   const Tensor<T>& k_proj_weight() const noexcept { return k_weight_; }
+  /// v_proj_weight (kv_dim, vdim).
   const Tensor<T>& v_proj_weight() const noexcept { return v_weight_; }
+  /// out_proj.weight (embed_dim, embed_dim).
   const Tensor<T>& out_proj_weight() const noexcept { return out_weight_; }
+  /// The query bias (embed_dim), in_proj_bias[:embed_dim].
   const Tensor<T>& q_proj_bias() const noexcept { return q_bias_; }
+  /// The key bias (kv_dim).
   const Tensor<T>& k_proj_bias() const noexcept { return k_bias_; }
+  /// The value bias (kv_dim).
   const Tensor<T>& v_proj_bias() const noexcept { return v_bias_; }
+  /// out_proj.bias (embed_dim).
   const Tensor<T>& out_proj_bias() const noexcept { return out_bias_; }
   /// The packed in_proj_weight (embed_dim + 2 kv_dim, embed_dim), a copy.
   /// \throws std::invalid_argument unless kdim == vdim == embed_dim.

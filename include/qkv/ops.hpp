@@ -147,59 +147,158 @@ auto map(const X& x, F&& f) {
   return detail::map_view(detail::const_view(x), std::forward<F>(f));
 }
 
+/// e^x element-wise, as torch.exp.
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto exp(const X& x) {
   return map(x, [](auto v) { return std::exp(v); });
 }
+/// Natural logarithm element-wise, as torch.log.
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto log(const X& x) {
   return map(x, [](auto v) { return std::log(v); });
 }
+/// Square root element-wise, as torch.sqrt.
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto sqrt(const X& x) {
   return map(x, [](auto v) { return std::sqrt(v); });
 }
+/// Absolute value element-wise, as torch.abs.
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto abs(const X& x) {
   return map(x, [](auto v) { return std::abs(v); });
 }
+/// Negation element-wise.
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto operator-(const X& x) {
   return map(x, [](auto v) { return -v; });
 }
 
-#define QKV_BINARY_OPERATOR(op, name)                                                          \
-  template <class A, class B,                                                                  \
-            class = std::enable_if_t<detail::is_tensor_v<A> && detail::is_tensor_v<B>>>        \
-  auto operator op(const A& a, const B& b) {                                                   \
-    return detail::zip_views("qkv::operator" name, detail::const_view(a), detail::const_view(b), \
-                             [](auto x, auto y) { return x op y; });                           \
-  }                                                                                            \
-  template <class A, class = detail::enable_if_tensor_t<A>>                                    \
-  auto operator op(const A& a, detail::tensor_value_t<A> s) {                                  \
-    return map(a, [s](auto x) { return x op s; });                                             \
-  }                                                                                            \
-  template <class B, class = detail::enable_if_tensor_t<B>>                                    \
-  auto operator op(detail::tensor_value_t<B> s, const B& b) {                                  \
-    return map(b, [s](auto x) { return s op x; });                                             \
-  }                                                                                            \
-  template <class T, class B, class = detail::enable_if_tensor_t<B>>                           \
-  Tensor<T>& operator op##=(Tensor<T>& a, const B& b) {                                        \
-    detail::update_view<T>("qkv::operator" name "=", a.view(), detail::const_view(b),          \
-                           [](T x, T y) { return x op y; });                                   \
-    return a;                                                                                  \
-  }                                                                                            \
-  template <class T>                                                                           \
-  Tensor<T>& operator op##=(Tensor<T>& a, typename Tensor<T>::value_type s) {                  \
-    for (T& x : a) x = x op s;                                                                 \
-    return a;                                                                                  \
-  }
+// ---- arithmetic + - * /, broadcasting as PyTorch ----------------------------------------
 
-QKV_BINARY_OPERATOR(+, "+")
-QKV_BINARY_OPERATOR(-, "-")
-QKV_BINARY_OPERATOR(*, "*")
-QKV_BINARY_OPERATOR(/, "/")
-#undef QKV_BINARY_OPERATOR
+/// `a + b` element-wise, the shapes broadcast as PyTorch broadcasts them.
+/// \throws std::invalid_argument naming both shapes when they do not broadcast.
+template <class A, class B,
+          class = std::enable_if_t<detail::is_tensor_v<A> && detail::is_tensor_v<B>>>
+auto operator+(const A& a, const B& b) {
+  return detail::zip_views("qkv::operator+", detail::const_view(a), detail::const_view(b),
+                           [](auto x, auto y) { return x + y; });
+}
+/// `a + s` for every element of a.
+template <class A, class = detail::enable_if_tensor_t<A>>
+auto operator+(const A& a, detail::tensor_value_t<A> s) {
+  return map(a, [s](auto x) { return x + s; });
+}
+/// `s + b` for every element of b.
+template <class B, class = detail::enable_if_tensor_t<B>>
+auto operator+(detail::tensor_value_t<B> s, const B& b) {
+  return map(b, [s](auto x) { return s + x; });
+}
+/// `a += b` in place, b broadcasting to a's shape. \throws std::invalid_argument if it does not.
+template <class T, class B, class = detail::enable_if_tensor_t<B>>
+Tensor<T>& operator+=(Tensor<T>& a, const B& b) {
+  detail::update_view<T>("qkv::operator+=", a.view(), detail::const_view(b),
+                         [](T x, T y) { return x + y; });
+  return a;
+}
+/// `a += s` for every element of a.
+template <class T>
+Tensor<T>& operator+=(Tensor<T>& a, typename Tensor<T>::value_type s) {
+  for (T& x : a) x = x + s;
+  return a;
+}
+/// `a - b` element-wise, the shapes broadcast as PyTorch broadcasts them.
+/// \throws std::invalid_argument naming both shapes when they do not broadcast.
+template <class A, class B,
+          class = std::enable_if_t<detail::is_tensor_v<A> && detail::is_tensor_v<B>>>
+auto operator-(const A& a, const B& b) {
+  return detail::zip_views("qkv::operator-", detail::const_view(a), detail::const_view(b),
+                           [](auto x, auto y) { return x - y; });
+}
+/// `a - s` for every element of a.
+template <class A, class = detail::enable_if_tensor_t<A>>
+auto operator-(const A& a, detail::tensor_value_t<A> s) {
+  return map(a, [s](auto x) { return x - s; });
+}
+/// `s - b` for every element of b.
+template <class B, class = detail::enable_if_tensor_t<B>>
+auto operator-(detail::tensor_value_t<B> s, const B& b) {
+  return map(b, [s](auto x) { return s - x; });
+}
+/// `a -= b` in place, b broadcasting to a's shape. \throws std::invalid_argument if it does not.
+template <class T, class B, class = detail::enable_if_tensor_t<B>>
+Tensor<T>& operator-=(Tensor<T>& a, const B& b) {
+  detail::update_view<T>("qkv::operator-=", a.view(), detail::const_view(b),
+                         [](T x, T y) { return x - y; });
+  return a;
+}
+/// `a -= s` for every element of a.
+template <class T>
+Tensor<T>& operator-=(Tensor<T>& a, typename Tensor<T>::value_type s) {
+  for (T& x : a) x = x - s;
+  return a;
+}
+/// `a * b` element-wise, the shapes broadcast as PyTorch broadcasts them.
+/// \throws std::invalid_argument naming both shapes when they do not broadcast.
+template <class A, class B,
+          class = std::enable_if_t<detail::is_tensor_v<A> && detail::is_tensor_v<B>>>
+auto operator*(const A& a, const B& b) {
+  return detail::zip_views("qkv::operator*", detail::const_view(a), detail::const_view(b),
+                           [](auto x, auto y) { return x * y; });
+}
+/// `a * s` for every element of a.
+template <class A, class = detail::enable_if_tensor_t<A>>
+auto operator*(const A& a, detail::tensor_value_t<A> s) {
+  return map(a, [s](auto x) { return x * s; });
+}
+/// `s * b` for every element of b.
+template <class B, class = detail::enable_if_tensor_t<B>>
+auto operator*(detail::tensor_value_t<B> s, const B& b) {
+  return map(b, [s](auto x) { return s * x; });
+}
+/// `a *= b` in place, b broadcasting to a's shape. \throws std::invalid_argument if it does not.
+template <class T, class B, class = detail::enable_if_tensor_t<B>>
+Tensor<T>& operator*=(Tensor<T>& a, const B& b) {
+  detail::update_view<T>("qkv::operator*=", a.view(), detail::const_view(b),
+                         [](T x, T y) { return x * y; });
+  return a;
+}
+/// `a *= s` for every element of a.
+template <class T>
+Tensor<T>& operator*=(Tensor<T>& a, typename Tensor<T>::value_type s) {
+  for (T& x : a) x = x * s;
+  return a;
+}
+/// `a / b` element-wise, the shapes broadcast as PyTorch broadcasts them.
+/// \throws std::invalid_argument naming both shapes when they do not broadcast.
+template <class A, class B,
+          class = std::enable_if_t<detail::is_tensor_v<A> && detail::is_tensor_v<B>>>
+auto operator/(const A& a, const B& b) {
+  return detail::zip_views("qkv::operator/", detail::const_view(a), detail::const_view(b),
+                           [](auto x, auto y) { return x / y; });
+}
+/// `a / s` for every element of a.
+template <class A, class = detail::enable_if_tensor_t<A>>
+auto operator/(const A& a, detail::tensor_value_t<A> s) {
+  return map(a, [s](auto x) { return x / s; });
+}
+/// `s / b` for every element of b.
+template <class B, class = detail::enable_if_tensor_t<B>>
+auto operator/(detail::tensor_value_t<B> s, const B& b) {
+  return map(b, [s](auto x) { return s / x; });
+}
+/// `a /= b` in place, b broadcasting to a's shape. \throws std::invalid_argument if it does not.
+template <class T, class B, class = detail::enable_if_tensor_t<B>>
+Tensor<T>& operator/=(Tensor<T>& a, const B& b) {
+  detail::update_view<T>("qkv::operator/=", a.view(), detail::const_view(b),
+                         [](T x, T y) { return x / y; });
+  return a;
+}
+/// `a /= s` for every element of a.
+template <class T>
+Tensor<T>& operator/=(Tensor<T>& a, typename Tensor<T>::value_type s) {
+  for (T& x : a) x = x / s;
+  return a;
+}
 
 /// Element-wise maximum and minimum of two broadcastable tensors.
 template <class A, class B, class = std::enable_if_t<detail::is_tensor_v<A> && detail::is_tensor_v<B>>>
@@ -207,6 +306,7 @@ auto maximum(const A& a, const B& b) {
   return detail::zip_views("qkv::maximum", detail::const_view(a), detail::const_view(b),
                            [](auto x, auto y) { return std::max(x, y); });
 }
+/// Element-wise minimum of two broadcastable tensors, as torch.minimum.
 template <class A, class B, class = std::enable_if_t<detail::is_tensor_v<A> && detail::is_tensor_v<B>>>
 auto minimum(const A& a, const B& b) {
   return detail::zip_views("qkv::minimum", detail::const_view(a), detail::const_view(b),
@@ -295,6 +395,7 @@ auto max(const X& x) {
   detail::for_each_offset(v.shape(), [&](Index i) { m = std::max(m, v.data()[i]); }, v.strides());
   return m;
 }
+/// Smallest element. \throws std::invalid_argument on an empty tensor.
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto min(const X& x) {
   using T = detail::tensor_value_t<X>;
@@ -313,6 +414,7 @@ auto sum(const X& x, int dim, bool keepdim = false) {
   return detail::reduce_lines<T>("qkv::sum", detail::const_view(x), dim, keepdim,
                                  [](TensorView<const T> line) { return detail::sum_line(line); });
 }
+/// Mean along `dim`, as torch.mean(x, dim, keepdim).
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto mean(const X& x, int dim, bool keepdim = false) {
   using T = detail::tensor_value_t<X>;
@@ -320,6 +422,7 @@ auto mean(const X& x, int dim, bool keepdim = false) {
     return detail::sum_line(line) / static_cast<T>(line.numel());
   });
 }
+/// Population variance (divided by n) along `dim`, as torch.var(x, dim, unbiased=False, keepdim).
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto var(const X& x, int dim, bool keepdim = false) {
   using T = detail::tensor_value_t<X>;
@@ -363,6 +466,7 @@ Tensor<T> stack(const std::vector<TensorView<const T>>& parts) {
   }
   return out;
 }
+/// stack of tensors.
 template <class T>
 Tensor<T> stack(const std::vector<Tensor<T>>& parts) {
   return stack(std::vector<TensorView<const T>>(parts.begin(), parts.end()));
@@ -449,6 +553,7 @@ auto triu(const X& x, Index k = 0) {
   }
   return out;
 }
+/// The lower triangle: keeps j - i <= k, as numpy.tril / torch.tril.
 template <class X, class = detail::enable_if_tensor_t<X>>
 auto tril(const X& x, Index k = 0) {
   using T = detail::tensor_value_t<X>;

@@ -4,6 +4,7 @@
 
 #include "attention.hpp"
 #include "attention_backward.hpp"
+#include "half.hpp"
 #include "kernel.hpp"
 #include "kv_cache.hpp"
 #include "layers.hpp"
@@ -18,3 +19,12 @@
 #include "softmax.hpp"
 #include "tensor.hpp"
 #include "tensor_view.hpp"
+#include "version.hpp"
+
+/// \file
+/// Includes every public header of qkv.
+
+/// Scaled dot-product attention with PyTorch's semantics: tensors, their operations,
+/// attention, the modules built on it, and their input and output. Names in qkv::detail
+/// are internals, not part of the API.
+namespace qkv {}

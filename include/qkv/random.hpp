@@ -58,6 +58,7 @@ inline double unfused_product(double a, double b) noexcept {
 /// \see Tensor, which rand, randn and uniform return.
 class NumpyRandom {
  public:
+  /// A generator seeded as np.random.seed(seed).
   explicit NumpyRandom(std::uint32_t seed = 0) : engine_(seed) {}
 
   /// Restarts the stream, as `np.random.seed(seed)`; also drops a cached Gaussian.
@@ -133,6 +134,7 @@ class NumpyRandom {
   void fill_rand(TensorView<T> out) {
     fill(out, "qkv::NumpyRandom::fill_rand", [this] { return random_double(); });
   }
+  /// fill_rand on a whole tensor.
   template <class T>
   void fill_rand(Tensor<T>& out) { fill_rand(out.view()); }
 
@@ -141,6 +143,7 @@ class NumpyRandom {
   void fill_randn(TensorView<T> out) {
     fill(out, "qkv::NumpyRandom::fill_randn", [this] { return standard_normal(); });
   }
+  /// fill_randn on a whole tensor.
   template <class T>
   void fill_randn(Tensor<T>& out) { fill_randn(out.view()); }
 
@@ -152,6 +155,7 @@ class NumpyRandom {
     fill(out, "qkv::NumpyRandom::fill_uniform",
          [this, low, range] { return low + detail::unfused_product(range, random_double()); });
   }
+  /// fill_uniform on a whole tensor.
   template <class T>
   void fill_uniform(Tensor<T>& out, double low, double high) { fill_uniform(out.view(), low, high); }
 

@@ -13,12 +13,21 @@
 #include <type_traits>
 #include <vector>
 
-#include "rope_style.hpp"
 #include "shape.hpp"
 #include "tensor.hpp"
 #include "tensor_view.hpp"
 
 namespace qkv {
+
+/// Which coordinates of a head vector RotaryEmbedding rotates together.
+enum class RopeStyle {
+  /// Pairs (x[2i], x[2i+1]): RoFormer, GPT-J, Meta's original Llama (view_as_complex).
+  interleaved,
+  /// Pairs (x[i], x[i + d/2]): GPT-NeoX, Hugging Face Llama's rotate_half. (Named
+  /// `half` up to qkv 0.1.0; renamed because qkv::half is now the 16-bit float type, which
+  /// g++'s -Wshadow says the enumerator shadows.)
+  rotate_half,
+};
 
 namespace detail {
 
@@ -56,7 +65,7 @@ inline std::vector<double> rope_inverse_frequencies(Index head_dim, double theta
 /// qkv::RotaryEmbedding<float> rope(64);           // head_dim 64, theta 10000, rotate_half
 /// rope.apply(q);                                   // q (B, H, L, 64), positions 0..L-1
 /// rope.apply(k_new, cache.size());                 // new keys after the cached ones
-/// qkv::RotaryEmbedding<float> llama3(128, 500000.0, qkv::RopeStyle::half);
+/// qkv::RotaryEmbedding<float> llama3(128, 500000.0, qkv::RopeStyle::rotate_half);
 /// \endcode
 /// \see KVCache and cached_attention, which take the rotated keys and queries.
 template <class T>
@@ -66,12 +75,15 @@ class RotaryEmbedding {
  public:
   /// \throws std::invalid_argument unless head_dim is positive and even and theta is
   /// positive and finite.
-  explicit RotaryEmbedding(Index head_dim, double theta = 10000.0, RopeStyle style = RopeStyle::half)
+  explicit RotaryEmbedding(Index head_dim, double theta = 10000.0, RopeStyle style = RopeStyle::rotate_half)
       : head_dim_(checked_head_dim(head_dim)), theta_(checked_theta(theta)), style_(style),
         inv_freq_(detail::rope_inverse_frequencies(head_dim, theta)) {}
 
+  /// Size of the rotated vectors (even).
   Index head_dim() const noexcept { return head_dim_; }
+  /// Base of the rotation frequencies, theta^(-2i/head_dim).
   double theta() const noexcept { return theta_; }
+  /// Which coordinates are rotated together.
   RopeStyle style() const noexcept { return style_; }
 
   /// Rotates x (..., L, head_dim) in place: any strided view, e.g. a (B, L, H, E) buffer
@@ -90,6 +102,7 @@ class RotaryEmbedding {
     rotate(out.view(), position_offset);
     return out;
   }
+  /// A rotated copy of a whole tensor x (..., L, head_dim).
   Tensor<T> operator()(const Tensor<T>& x, Index position_offset = 0) const {
     return (*this)(x.view(), position_offset);
   }
@@ -131,8 +144,8 @@ class RotaryEmbedding {
   }
 
   // The two coordinates that pair i turns together.
-  Index first_of_pair(Index i) const noexcept { return style_ == RopeStyle::half ? i : 2 * i; }
-  Index second_of_pair(Index i) const noexcept { return style_ == RopeStyle::half ? i + head_dim_ / 2 : 2 * i + 1; }
+  Index first_of_pair(Index i) const noexcept { return style_ == RopeStyle::rotate_half ? i : 2 * i; }
+  Index second_of_pair(Index i) const noexcept { return style_ == RopeStyle::rotate_half ? i + head_dim_ / 2 : 2 * i + 1; }
 
   void rotate(TensorView<T> x, Index position_offset) const {
     if (x.empty()) return;

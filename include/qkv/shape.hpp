@@ -19,25 +19,32 @@ using Index = std::ptrdiff_t;
 /// Negative sizes and ranks above `max_rank` throw std::invalid_argument.
 class Shape {
  public:
+  /// The largest rank a Shape holds.
   static constexpr int max_rank = 8;
 
-  // Sizes past rank() are never read, so they are neither set nor copied: filling and
-  // copying all eight cost more than the rest of a small attention call's set-up, and
-  // copying with wide loads sizes just stored one by one stalls.
+  // Sizes past rank() are never read, so they are not copied: copying all eight with wide
+  // loads of sizes just stored one by one stalls. They are zeroed (two vector stores) so
+  // that g++ 12 -O3, which loses track of the rank, sees no uninitialized read
+  // (-Wmaybe-uninitialized in users' builds).
   Shape() noexcept {}  // user-provided, so that `const Shape s;` stays valid
+  /// Copies the sizes of `other`'s dimensions.
   Shape(const Shape& other) noexcept { assign(other.dims_, other.rank_); }
+  /// Copies the sizes of `other`'s dimensions.
   Shape& operator=(const Shape& other) noexcept {
     assign(other.dims_, other.rank_);
     return *this;
   }
+  /// `Shape{2, 8, 128, 64}`. \throws std::invalid_argument for a negative size or more than max_rank sizes.
   Shape(std::initializer_list<Index> dims) {
     check_rank(static_cast<Index>(dims.size()));
     for (Index d : dims) push_back(d);
   }
 
+  /// Number of dimensions, 0 to max_rank.
   int rank() const noexcept { return rank_; }
   /// Unchecked: `i` must be in [0, rank()).
   Index operator[](int i) const noexcept { return dims_[i]; }
+  /// Unchecked: `i` must be in [0, rank()).
   Index& operator[](int i) noexcept { return dims_[i]; }
   /// Size of dimension `i`, counting from the end when negative (`-1` is the last).
   Index dim(int i) const {
@@ -47,8 +54,11 @@ class Shape {
                               " out of range for shape " + str());
     return dims_[j];
   }
+  /// Size of the last dimension; rank() must be at least 1.
   Index back() const noexcept { return dims_[rank_ - 1]; }
+  /// The sizes, outermost first, for range-for loops.
   const Index* begin() const noexcept { return dims_; }
+  /// Past the last size.
   const Index* end() const noexcept { return dims_ + rank_; }
 
   /// Number of elements: the product of the sizes (1 for rank 0).
@@ -58,6 +68,7 @@ class Shape {
     return n;
   }
 
+  /// Appends a dimension of size `d`. \throws std::invalid_argument if `d` is negative or the rank is max_rank.
   void push_back(Index d) {
     if (rank_ >= max_rank || d < 0) throw_bad_push(d);
     dims_[rank_++] = d;
@@ -87,12 +98,14 @@ class Shape {
     return s + ']';
   }
 
+  /// Same rank and same sizes.
   friend bool operator==(const Shape& a, const Shape& b) noexcept {
     if (a.rank_ != b.rank_) return false;
     for (int i = 0; i < a.rank_; ++i)
       if (a.dims_[i] != b.dims_[i]) return false;
     return true;
   }
+  /// Not operator==.
   friend bool operator!=(const Shape& a, const Shape& b) noexcept { return !(a == b); }
   friend Shape contiguous_strides(const Shape& shape);  // sets its rank without copying sizes
 
@@ -124,7 +137,7 @@ class Shape {
     }
   }
 
-  Index dims_[max_rank];  // only the first rank_ are set
+  Index dims_[max_rank] = {};  // only the first rank_ are read
   int rank_ = 0;
 };
 

@@ -85,8 +85,11 @@ void for_each_offset(const Shape& shape, F&& f, const S&... strides) {
 template <class T>
 class TensorView {
  public:
+  /// The element type, without const.
   using value_type = std::remove_const_t<T>;
+  /// The row-major Eigen matrix type matrix() maps.
   using Matrix = Eigen::Matrix<value_type, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  /// What matrix() returns: an Eigen::Map with the view's row stride, const for a read-only view.
   using MatrixMap = Eigen::Map<std::conditional_t<std::is_const_v<T>, const Matrix, Matrix>,
                                Eigen::Unaligned, Eigen::OuterStride<>>;
 
@@ -107,17 +110,25 @@ class TensorView {
   TensorView(const TensorView<U>& other)  // NOLINT(google-explicit-constructor)
       : data_(other.data()), shape_(other.shape()), strides_(other.strides()) {}
 
+  /// The first element (of index 0 in every dimension).
   T* data() const noexcept { return data_; }
+  /// Sizes of the dimensions.
   const Shape& shape() const noexcept { return shape_; }
+  /// Distance in elements between neighbours along each dimension (0 when broadcast).
   const Strides& strides() const noexcept { return strides_; }
+  /// Number of dimensions.
   int rank() const noexcept { return shape_.rank(); }
+  /// Number of elements.
   Index numel() const noexcept { return shape_.numel(); }
   /// Size of dimension `dim` (negative counts from the end), as torch.Tensor.size(dim).
   Index size(int dim) const { return shape_[detail::wrap_dim("qkv::TensorView::size", dim, rank())]; }
+  /// Stride of dimension `dim` in elements (negative counts from the end), as torch.Tensor.stride(dim).
   Index stride(int dim) const {
     return strides_[detail::wrap_dim("qkv::TensorView::stride", dim, rank())];
   }
+  /// Whether there are no elements.
   bool empty() const noexcept { return numel() == 0; }
+  /// Whether the elements are in row-major order without gaps (dimensions of size 1 may have any stride).
   bool is_contiguous() const noexcept {
     Index step = 1;
     for (int i = rank() - 1; i >= 0; --i) {

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Writes tests/data/rope_cases.inc: rotary embeddings computed by the two reference codes
 # qkv::RotaryEmbedding claims to match, written in PyTorch as their authors wrote them:
-# - RopeStyle::half: Hugging Face transformers' Llama (cat(freqs, freqs).cos/sin and
+# - RopeStyle::rotate_half: Hugging Face transformers' Llama (cat(freqs, freqs).cos/sin and
 #   rotate_half), as in LlamaRotaryEmbedding and apply_rotary_pos_emb;
 # - RopeStyle::interleaved: Meta's original Llama (precompute_freqs_cis with torch.polar,
 #   view_as_complex over consecutive pairs, a complex product, view_as_real).
@@ -49,9 +49,9 @@ def meta_llama_rope(x, theta, offset):
 
 CASES = [
     # style, seed, shape (B, H, L, d), theta, position offset
-    ("half", 11, (2, 3, 5, 8), 10000.0, 0),
-    ("half", 12, (1, 2, 4, 16), 500000.0, 1000),
-    ("half", 13, (1, 1, 3, 4), 10000.0, 100000),
+    ("rotate_half", 11, (2, 3, 5, 8), 10000.0, 0),
+    ("rotate_half", 12, (1, 2, 4, 16), 500000.0, 1000),
+    ("rotate_half", 13, (1, 1, 3, 4), 10000.0, 100000),
     ("interleaved", 21, (2, 3, 5, 8), 10000.0, 0),
     ("interleaved", 22, (1, 2, 3, 6), 10000.0, 123456),
     ("interleaved", 23, (2, 1, 4, 12), 1000.0, 7),
@@ -62,7 +62,7 @@ print("// {style, seed, shape, theta, position_offset, expected output in C orde
 for style, seed, shape, theta, offset in CASES:
     np.random.seed(seed)
     x = torch.tensor(np.random.randn(*shape), dtype=torch.float64)
-    rope = hf_llama_rope if style == "half" else meta_llama_rope
+    rope = hf_llama_rope if style == "rotate_half" else meta_llama_rope
     flat = rope(x, theta, offset).numpy().ravel()
     body = ",\n     ".join(", ".join(repr(float(v)) for v in flat[i:i + 4]) for i in range(0, flat.size, 4))
     dims = ", ".join(str(d) for d in shape)
