@@ -33,21 +33,34 @@ template <class T>
 class AttentionMask {
  public:
   AttentionMask() = default;
+  /// A boolean mask viewing `allowed`: true where a query may attend to a key, as PyTorch.
   AttentionMask(TensorView<const bool> allowed) : bool_(allowed), kind_(detail::MaskKind::boolean) {}  // NOLINT
+  /// An additive mask viewing `additive`, added to the scaled scores (-inf hides a key).
   AttentionMask(TensorView<const T> additive) : additive_(additive), kind_(detail::MaskKind::additive) {}  // NOLINT
+  /// A boolean mask viewing a mutable view; see the TensorView<const bool> overload.
   AttentionMask(TensorView<bool> allowed) : AttentionMask(TensorView<const bool>(allowed)) {}  // NOLINT
+  /// An additive mask viewing a mutable view; see the TensorView<const T> overload.
   AttentionMask(TensorView<T> additive) : AttentionMask(TensorView<const T>(additive)) {}      // NOLINT
+  /// A boolean mask viewing a tensor, which must outlive it (a temporary is refused).
   AttentionMask(const Tensor<bool>& allowed) : AttentionMask(allowed.view()) {}  // NOLINT
+  /// An additive mask viewing a tensor, which must outlive it (a temporary is refused).
   AttentionMask(const Tensor<T>& additive) : AttentionMask(additive.view()) {}   // NOLINT
   AttentionMask(Tensor<bool>&&) = delete;  // would dangle
   AttentionMask(Tensor<T>&&) = delete;     // would dangle
 
+  /// Whether a mask is set (false for a default-constructed one: no mask).
   bool has_value() const noexcept { return kind_ != detail::MaskKind::none; }
+  /// Whether the mask is boolean (true = may attend).
   bool is_boolean() const noexcept { return kind_ == detail::MaskKind::boolean; }
+  /// Whether the mask is additive (of T).
   bool is_additive() const noexcept { return kind_ == detail::MaskKind::additive; }
+  /// The kind of mask: none, boolean or additive.
   detail::MaskKind kind() const noexcept { return kind_; }
+  /// The mask's shape as given, before broadcasting to (..., L, S); [0] without a mask.
   const Shape& shape() const noexcept { return is_boolean() ? bool_.shape() : additive_.shape(); }
+  /// The boolean mask; an empty view (null data) unless is_boolean().
   TensorView<const bool> boolean() const noexcept { return bool_; }
+  /// The additive mask; an empty view (null data) unless is_additive().
   TensorView<const T> additive() const noexcept { return additive_; }
 
  private:
@@ -76,7 +89,11 @@ struct AttentionOptions {
 /// The output (..., L, Ev) and the softmax weights (..., L, S) of one attention call.
 template <class T>
 struct AttentionResult {
+  /// (..., L, Ev): the attention output, in the query's type.
   Tensor<T> output;
+  /// (..., L, S): the softmax weights, in the query's type; each row sums to 1, or is
+  /// zeros when it may see no key. Empty from ScaledDotProductAttention::forward without
+  /// need_weights.
   Tensor<T> weights;
 };
 
@@ -86,7 +103,10 @@ struct AttentionResult {
 /// weights are e^(s_ij − logsumexp_i): what a backward pass recomputes them from.
 template <class T>
 struct AttentionLogSumExpResult {
+  /// (..., L, Ev): the attention output, in the query's type.
   Tensor<T> output;
+  /// (..., L): each query row's log-sum-exp, in the compute type; −inf for a row that may
+  /// see no key. What scaled_dot_product_attention_backward takes with the output.
   Tensor<detail::compute_t<T>> logsumexp;
 };
 

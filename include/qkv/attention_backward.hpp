@@ -22,8 +22,12 @@ namespace qkv {
 /// \tparam T float or double.
 template <class T>
 struct AttentionGradients {
+  /// (..., L, E): the gradient of the loss with respect to q, of q's shape.
   Tensor<T> grad_q;
+  /// (..., S, E): the gradient with respect to k, of k's shape (summed over the dimensions
+  /// k was broadcast along and over the query heads each key head serves).
   Tensor<T> grad_k;
+  /// (..., S, Ev): the gradient with respect to v, of v's shape (summed as grad_k).
   Tensor<T> grad_v;
 };
 

@@ -79,10 +79,15 @@ class KVCache {
   KVCache(Index batch, Index num_kv_heads, Index capacity, Index head_dim)
       : KVCache(batch, num_kv_heads, capacity, head_dim, head_dim) {}
 
+  /// Number of sequences: dimension 0 of keys() and values().
   Index batch() const noexcept { return keys_.shape()[0]; }
+  /// Number of key/value heads: dimension 1 of keys() and values().
   Index num_kv_heads() const noexcept { return keys_.shape()[1]; }
+  /// The most tokens the storage holds, allocated by the constructor.
   Index capacity() const noexcept { return keys_.shape()[2]; }
+  /// Width of each key: dimension 3 of keys().
   Index head_dim() const noexcept { return keys_.shape()[3]; }
+  /// Width of each value: dimension 3 of values() (head_dim() unless given).
   Index value_dim() const noexcept { return values_.shape()[3]; }
   /// Tokens cached so far.
   Index size() const noexcept { return size_; }
@@ -104,6 +109,7 @@ class KVCache {
     copy_into(values_.view().narrow(2, size_, n), values);
     size_ += n;
   }
+  /// Appends the tokens of two tensors; see append(TensorView<const T>, TensorView<const T>).
   void append(const Tensor<T>& keys, const Tensor<T>& values) { append(keys.view(), values.view()); }
 
   /// The cached keys (batch, num_kv_heads, size(), head_dim): a view into the storage.

@@ -23,16 +23,37 @@ namespace qkv {
 /// inputs (contiguous), their projections, the output and each row's log-sum-exp.
 template <class T>
 struct ScaledDotProductAttentionSaved {
-  Tensor<T> x_q, x_kv;  // (..., L, d_model), (..., S, d_model); x_kv empty for self-attention
+  /// \var Tensor<T> x_q
+  /// The input the queries were projected from (x, or x_q for cross-attention),
+  /// (..., L, d_model), contiguous.
+  /// \var Tensor<T> x_kv
+  /// The cross-attention input of the keys and values (..., S, d_model), contiguous; empty
+  /// for self-attention, whose keys and values come from x_q.
+  Tensor<T> x_q, x_kv;
+  /// \var Tensor<T> q
+  /// The queries x_q·W_q (+ b_q), (..., L, d_k).
+  /// \var Tensor<T> k
+  /// The keys (..., S, d_k).
+  /// \var Tensor<T> v
+  /// The values (..., S, d_v).
+  /// \var Tensor<T> output
+  /// The attention output (..., L, d_v).
+  /// \var Tensor<T> logsumexp
+  /// Each query row's log-sum-exp (..., L), as scaled_dot_product_attention_with_logsumexp
+  /// returns it.
   Tensor<T> q, k, v, output, logsumexp;
+  /// The causal masking of the forward call.
   Causal causal = Causal::none;
+  /// Whether the forward call was self-attention (one input) rather than cross-attention.
   bool self_attention = true;
 };
 
 /// The output of ScaledDotProductAttention::forward_for_backward and what backward needs.
 template <class T>
 struct ScaledDotProductAttentionTrainingResult {
+  /// (..., L, d_v): the attention output, as forward's.
   Tensor<T> output;
+  /// What backward needs, to pass to it with the gradient of the output.
   ScaledDotProductAttentionSaved<T> saved;
 };
 
@@ -42,8 +63,25 @@ struct ScaledDotProductAttentionTrainingResult {
 /// d_v, the layer's layout) and the biases (empty without biases).
 template <class T>
 struct ScaledDotProductAttentionGradients {
+  /// \var Tensor<T> grad_x
+  /// The gradient of x (through the queries, keys and values) for self-attention, of x_q
+  /// for cross-attention: (..., L, d_model), the input's shape.
+  /// \var Tensor<T> grad_x_kv
+  /// The gradient of x_kv (..., S, d_model) for cross-attention; empty for self-attention.
   Tensor<T> grad_x, grad_x_kv;
+  /// \var Tensor<T> grad_w_q
+  /// The gradient of W_q (d_model, d_k).
+  /// \var Tensor<T> grad_w_k
+  /// The gradient of W_k (d_model, d_k).
+  /// \var Tensor<T> grad_w_v
+  /// The gradient of W_v (d_model, d_v).
   Tensor<T> grad_w_q, grad_w_k, grad_w_v;
+  /// \var Tensor<T> grad_b_q
+  /// The gradient of b_q (d_k); empty without biases.
+  /// \var Tensor<T> grad_b_k
+  /// The gradient of b_k (d_k); empty without biases.
+  /// \var Tensor<T> grad_b_v
+  /// The gradient of b_v (d_v); empty without biases.
   Tensor<T> grad_b_q, grad_b_k, grad_b_v;
 };
 

@@ -84,20 +84,43 @@ struct MultiHeadAttentionResult {
 /// must outlive backward). Opaque to the caller.
 template <class T>
 struct MultiHeadAttentionSaved {
-  Tensor<T> query, key, value;  // (batch, L, embed_dim), (batch, S, kdim), (batch, S, vdim), contiguous
-  Tensor<T> q, k, v;            // their projections (batch, L or S, embed_dim or kv_dim)
-  Tensor<T> attended;           // the heads' outputs side by side (batch, L, embed_dim): out_proj's input
-  Tensor<T> logsumexp;          // (batch, num_heads, L)
-  Tensor<bool> bool_mask;       // the merged mask, when forward built one
+  /// \var Tensor<T> query
+  /// The query input (batch, L, embed_dim), contiguous (batch 1 for unbatched input).
+  /// \var Tensor<T> key
+  /// The key input (batch, S, kdim), contiguous.
+  /// \var Tensor<T> value
+  /// The value input (batch, S, vdim), contiguous.
+  Tensor<T> query, key, value;
+  /// \var Tensor<T> q
+  /// The projected queries (batch, L, embed_dim).
+  /// \var Tensor<T> k
+  /// The projected keys (batch, S, kv_dim).
+  /// \var Tensor<T> v
+  /// The projected values (batch, S, kv_dim).
+  Tensor<T> q, k, v;
+  /// The heads' outputs side by side (batch, L, embed_dim): out_proj's input.
+  Tensor<T> attended;
+  /// Each head's query rows' log-sum-exp (batch, num_heads, L).
+  Tensor<T> logsumexp;
+  /// The masks merged into one boolean mask (true = may attend) when forward built one
+  /// from boolean masks; empty otherwise.
+  Tensor<bool> bool_mask;
+  /// The masks merged into one additive mask when forward built one (both masks given,
+  /// one of them additive); empty otherwise.
   Tensor<T> additive_mask;
+  /// The options the heads attended with: the mask (bool_mask, additive_mask or the
+  /// caller's), causal and enable_gqa.
   AttentionOptions<T> attention;
+  /// Whether the inputs were batched (batch, L, embed_dim) rather than (L, embed_dim).
   bool batched = true;
 };
 
 /// The output of MultiHeadAttention::forward_for_backward and what backward needs.
 template <class T>
 struct MultiHeadAttentionTrainingResult {
+  /// (batch, L, embed_dim), or (L, embed_dim) for unbatched inputs: forward's output.
   Tensor<T> output;
+  /// What backward needs, to pass to it with the gradient of the output.
   MultiHeadAttentionSaved<T> saved;
 };
 
@@ -107,8 +130,31 @@ struct MultiHeadAttentionTrainingResult {
 /// (out_features, in_features) and bias (empty without bias).
 template <class T>
 struct MultiHeadAttentionGradients {
+  /// \var Tensor<T> grad_query
+  /// The gradient of the query input, of its shape (batch, L, embed_dim) or (L, embed_dim).
+  /// \var Tensor<T> grad_key
+  /// The gradient of the key input, of its shape (batch, S, kdim) or (S, kdim).
+  /// \var Tensor<T> grad_value
+  /// The gradient of the value input, of its shape (batch, S, vdim) or (S, vdim).
   Tensor<T> grad_query, grad_key, grad_value;
+  /// \var Tensor<T> grad_q_proj_weight
+  /// PyTorch's q_proj_weight.grad (embed_dim, embed_dim).
+  /// \var Tensor<T> grad_k_proj_weight
+  /// PyTorch's k_proj_weight.grad (kv_dim, kdim).
+  /// \var Tensor<T> grad_v_proj_weight
+  /// PyTorch's v_proj_weight.grad (kv_dim, vdim).
+  /// \var Tensor<T> grad_out_proj_weight
+  /// PyTorch's out_proj.weight.grad (embed_dim, embed_dim).
   Tensor<T> grad_q_proj_weight, grad_k_proj_weight, grad_v_proj_weight, grad_out_proj_weight;
+  /// \var Tensor<T> grad_q_proj_bias
+  /// The gradient of the query bias (embed_dim), in_proj_bias.grad[:embed_dim]; empty
+  /// without bias.
+  /// \var Tensor<T> grad_k_proj_bias
+  /// The gradient of the key bias (kv_dim); empty without bias.
+  /// \var Tensor<T> grad_v_proj_bias
+  /// The gradient of the value bias (kv_dim); empty without bias.
+  /// \var Tensor<T> grad_out_proj_bias
+  /// PyTorch's out_proj.bias.grad (embed_dim); empty without bias.
   Tensor<T> grad_q_proj_bias, grad_k_proj_bias, grad_v_proj_bias, grad_out_proj_bias;
 
   /// PyTorch's in_proj_weight.grad (embed_dim + 2 kv_dim, embed_dim): rows q, k, v.

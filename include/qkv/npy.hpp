@@ -488,6 +488,7 @@ void save_npy(std::ostream& out, TensorView<const T> tensor) {
 }
 template <class T>
 void save_npy(std::ostream& out, TensorView<T> tensor) { save_npy<T>(out, TensorView<const T>(tensor)); }
+/// Writes a tensor to `out`; see save_npy(std::ostream&, TensorView<const T>).
 template <class T>
 void save_npy(std::ostream& out, const Tensor<T>& tensor) { save_npy<T>(out, tensor.view()); }
 
@@ -512,6 +513,7 @@ void save_npy(const std::string& path, TensorView<const T> tensor) {
 }
 template <class T>
 void save_npy(const std::string& path, TensorView<T> tensor) { save_npy<T>(path, TensorView<const T>(tensor)); }
+/// Writes a tensor to the `.npy` file `path`; see save_npy(const std::string&, TensorView<const T>).
 template <class T>
 void save_npy(const std::string& path, const Tensor<T>& tensor) { save_npy<T>(path, tensor.view()); }
 

@@ -686,6 +686,7 @@ template <class T>
 std::string torch_repr(TensorView<T> t) {
   return detail::torch_repr_impl(TensorView<const T>(t));
 }
+/// torch_repr of a tensor; see torch_repr(TensorView<const T>).
 template <class T>
 std::string torch_repr(const Tensor<T>& t) {
   return detail::torch_repr_impl(t.view());
@@ -706,6 +707,7 @@ template <class T>
 std::string numpy_repr(TensorView<T> a) {
   return detail::numpy_repr_impl(TensorView<const T>(a));
 }
+/// numpy_repr of a tensor; see numpy_repr(TensorView<const T>).
 template <class T>
 std::string numpy_repr(const Tensor<T>& a) {
   return detail::numpy_repr_impl(a.view());
@@ -721,6 +723,7 @@ template <class T>
 std::string numpy_str(TensorView<T> a) {
   return detail::numpy_str_impl(TensorView<const T>(a));
 }
+/// numpy_str of a tensor; see numpy_str(TensorView<const T>).
 template <class T>
 std::string numpy_str(const Tensor<T>& a) {
   return detail::numpy_str_impl(a.view());
@@ -731,6 +734,7 @@ template <class T>
 std::ostream& operator<<(std::ostream& os, const Tensor<T>& t) {
   return os << torch_repr(t);
 }
+/// Streams torch_repr(t) of a view, as for a tensor.
 template <class T>
 std::ostream& operator<<(std::ostream& os, TensorView<T> t) {
   return os << torch_repr(t);

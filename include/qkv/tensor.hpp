@@ -128,8 +128,11 @@ class Tensor {
   static_assert(detail::is_element_v<T>, "qkv::Tensor holds arithmetic types, bfloat16 or half");
 
  public:
+  /// The element type.
   using value_type = T;
+  /// The mutable view of the elements, TensorView<T>, which view() returns.
   using View = TensorView<T>;
+  /// The read-only view of the elements, TensorView<const T>.
   using ConstView = TensorView<const T>;
 
   Tensor() = default;  // shape [0], that of a default view_
@@ -153,19 +156,29 @@ class Tensor {
     T* out = data_.get();
     detail::for_each_offset(view.shape(), [&](Index offset) { *out++ = view.data()[offset]; }, view.strides());
   }
+  /// A contiguous copy of a mutable view.
   explicit Tensor(TensorView<T> view) : Tensor(TensorView<const T>(view)) {}
 
+  /// The rank-1 tensor of `values`, as torch.tensor([...]): `Tensor<float>{2, 3}` is [2., 3.].
   Tensor(detail::nested_list1<T> values) : Tensor(shape_of(values)) { detail::copy_nested(values, data()); }
+  /// The rank-2 tensor of nested lists, `{{1, 2, 3}, {4, 5, 6}}` of shape [2,3], as
+  /// torch.tensor([[...]]). \throws std::invalid_argument if the rows differ in length.
   Tensor(detail::nested_list2<T> values) : Tensor(shape_of(values)) { detail::copy_nested(values, data()); }
+  /// The rank-3 tensor of three levels of nested lists; throws as the rank-2 one.
   Tensor(detail::nested_list3<T> values) : Tensor(shape_of(values)) { detail::copy_nested(values, data()); }
+  /// The rank-4 tensor of four levels of nested lists; throws as the rank-2 one.
   Tensor(detail::nested_list4<T> values) : Tensor(shape_of(values)) { detail::copy_nested(values, data()); }
 
+  /// A deep copy: new storage holding `other`'s elements, of its shape.
   Tensor(const Tensor& other) : Tensor(other.shape(), other.data()) {}
+  /// Takes `other`'s storage without copying; `other` is left empty, of shape [0].
   Tensor(Tensor&& other) noexcept : data_(std::move(other.data_)), view_(std::exchange(other.view_, ConstView())) {}
+  /// Replaces the shape and elements by a deep copy of `other`'s.
   Tensor& operator=(const Tensor& other) {
     if (this != &other) *this = Tensor(other);
     return *this;
   }
+  /// Frees this tensor's storage and takes `other`'s; `other` is left empty, of shape [0].
   Tensor& operator=(Tensor&& other) noexcept {
     view_ = std::exchange(other.view_, ConstView());
     data_ = std::move(other.data_);
@@ -173,8 +186,11 @@ class Tensor {
   }
   ~Tensor() = default;
 
+  /// A tensor of `shape` filled with zeros, as torch.zeros(shape).
   static Tensor zeros(const Shape& shape) { return Tensor(shape); }
+  /// A tensor of `shape` filled with ones, as torch.ones(shape).
   static Tensor ones(const Shape& shape) { return full(shape, T(1)); }
+  /// A tensor of `shape` filled with `value`, as torch.full(shape, value).
   static Tensor full(const Shape& shape, T value) {
     Tensor t(shape);
     std::fill_n(t.data(), t.numel(), value);
@@ -183,32 +199,50 @@ class Tensor {
   /// A rank-0 tensor holding one value, as torch.tensor(value).
   static Tensor scalar(T value) { return full(Shape{}, value); }
 
+  /// The first element, followed by the others in row-major order, 64-byte aligned; null
+  /// when the tensor has no elements.
   T* data() noexcept { return data_.get(); }
+  /// Read-only data().
   const T* data() const noexcept { return data_.get(); }
+  /// The first element: begin() and end() iterate over every element in row-major order.
   T* begin() noexcept { return data(); }
+  /// Past the last element.
   T* end() noexcept { return data() + numel(); }
+  /// Read-only begin().
   const T* begin() const noexcept { return data(); }
+  /// Read-only end().
   const T* end() const noexcept { return data() + numel(); }
+  /// Sizes of the dimensions, as torch.Tensor.shape.
   const Shape& shape() const noexcept { return view_.shape(); }
+  /// The row-major strides in elements ({3, 1} for shape [2,3]), as torch.Tensor.stride().
   Strides strides() const { return view_.strides(); }
+  /// Number of dimensions (0 for a scalar), as torch.Tensor.dim().
   int rank() const noexcept { return view_.rank(); }
+  /// Number of elements (1 for rank 0), as torch.Tensor.numel().
   Index numel() const noexcept { return view_.numel(); }
+  /// Whether there are no elements (some dimension has size 0).
   bool empty() const noexcept { return numel() == 0; }
   /// Size of dimension `dim` (negative counts from the end), as torch.Tensor.size(dim).
   Index size(int dim) const { return shape()[detail::wrap_dim("qkv::Tensor::size", dim, rank())]; }
 
+  /// A mutable view of every element, of the tensor's shape and contiguous strides.
   View view() noexcept { return View(data(), shape()); }
+  /// A read-only view of every element.
   ConstView view() const noexcept { return view_; }
+  /// A tensor converts to its mutable view(), so that it passes for a TensorView<T>.
   operator View() noexcept { return view(); }              // NOLINT(google-explicit-constructor)
+  /// A tensor converts to its read-only view(), so that it passes for a TensorView<const T>.
   operator ConstView() const noexcept { return view(); }   // NOLINT(google-explicit-constructor)
 
   /// Unchecked element access, one index per dimension.
   template <class... I>
   T& operator()(I... index) noexcept { return view()(index...); }
+  /// Read-only operator(): unchecked, one index per dimension.
   template <class... I>
   const T& operator()(I... index) const noexcept { return view()(index...); }
   /// Bounds-checked element access; throws std::out_of_range.
   T& at(std::initializer_list<Index> index) { return view().at(index); }
+  /// Read-only at(): bounds-checked, throws std::out_of_range.
   const T& at(std::initializer_list<Index> index) const { return view().at(index); }
   /// The value of a tensor with one element, as torch.Tensor.item().
   T item() const {
@@ -217,16 +251,28 @@ class Tensor {
     return data()[0];
   }
 
-  /// Views of the `i`-th slice and of rows [begin, end) along the first dimension.
+  /// A view of the `i`-th slice along the first dimension (rank decreases by one), as t[i].
+  /// \throws std::out_of_range unless 0 <= i < size(0).
   View operator[](Index i) { return view()[i]; }
+  /// Read-only operator[].
   ConstView operator[](Index i) const { return view()[i]; }
+  /// A view of rows [begin, end) of the first dimension, as t[begin:end].
+  /// \throws std::out_of_range unless 0 <= begin <= end <= size(0).
   View slice(Index begin, Index end) { return view().slice(begin, end); }
+  /// Read-only slice().
   ConstView slice(Index begin, Index end) const { return view().slice(begin, end); }
+  /// A view of elements [start, start + length) of dimension `dim` (negative counts from
+  /// the end), as torch.Tensor.narrow. \throws std::out_of_range for a dimension or range
+  /// out of bounds.
   View narrow(int dim, Index start, Index length) { return view().narrow(dim, start, length); }
+  /// Read-only narrow().
   ConstView narrow(int dim, Index start, Index length) const { return view().narrow(dim, start, length); }
 
-  /// The same elements with a new shape of equal size (moves when called on an rvalue).
+  /// A copy of the elements with a new shape of equal size.
+  /// \throws std::invalid_argument when `shape` has another number of elements.
   Tensor reshape(const Shape& shape) const& { return Tensor(view().reshape(shape)); }
+  /// reshape() on an rvalue, e.g. `std::move(t).reshape({6})`: the result takes this tensor's
+  /// storage instead of copying it (this tensor is left empty, of shape [0]).
   Tensor reshape(const Shape& shape) && {
     view().reshape(shape);  // validates the element count
     Tensor t(std::move(*this));
@@ -236,6 +282,7 @@ class Tensor {
 
   /// A zero-copy Eigen map of a rank-2 tensor, as an Eigen row-major matrix.
   typename View::MatrixMap matrix() { return view().matrix(); }
+  /// Read-only matrix(), a const Eigen map.
   typename ConstView::MatrixMap matrix() const { return view().matrix(); }
 
  private:
