@@ -837,8 +837,8 @@ std::string openmp() {
 
 class Summary {
  public:
-  Summary(const CollectingReporter& results, const GgmlFigures& ggml, bool keeps_freed_memory)
-      : results_(results), ggml_(ggml), keeps_freed_memory(keeps_freed_memory) {}
+  Summary(const CollectingReporter& results, const GgmlFigures& ggml, bool keeps_freed)
+      : results_(results), ggml_(ggml), keeps_freed_memory(keeps_freed) {}
 
   void print(double wall_seconds, double other_percent) const {
     std::printf("\n## qkv attention benchmark: summary\n\n");

@@ -16,7 +16,7 @@ void BM_matmul_scores(benchmark::State& state) {
   const auto q = rng.randn<float>({L, E}), k = rng.randn<float>({L, E});
   const auto k_t = qkv::transpose(k);
   for (auto _ : state) benchmark::DoNotOptimize(qkv::matmul(q, k_t).data());
-  state.counters["FLOP/s"] = benchmark::Counter(2.0 * L * L * E, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * double(L) * double(L) * double(E), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_softmax_rows(benchmark::State& state) {
@@ -25,7 +25,7 @@ void BM_softmax_rows(benchmark::State& state) {
   const auto scores = rng.randn<float>({L, L});
   for (auto _ : state) benchmark::DoNotOptimize(qkv::softmax(scores, -1).data());
   // max, subtract, exp, sum, divide: about 5 floating-point operations per element.
-  state.counters["FLOP/s"] = benchmark::Counter(5.0 * L * L, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOP/s"] = benchmark::Counter(5.0 * double(L) * double(L), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["elements/s"] = benchmark::Counter(static_cast<double>(L * L), benchmark::Counter::kIsIterationInvariantRate);
 }
 

@@ -34,6 +34,11 @@ unit "qkv/attention.hpp" '#include <qkv/attention.hpp>
 qkv::Tensor<float> f(const qkv::Tensor<float>& q, const qkv::Tensor<float>& k, const qkv::Tensor<float>& v) {
   return qkv::scaled_dot_product_attention(q, k, v);
 }'
+unit "qkv/attention_backward.hpp" '#include <qkv/attention_backward.hpp>
+qkv::AttentionGradients<float> f(const qkv::Tensor<float>& g, const qkv::Tensor<float>& q, const qkv::Tensor<float>& k,
+                                 const qkv::Tensor<float>& v, const qkv::Tensor<float>& o, const qkv::Tensor<float>& lse) {
+  return qkv::scaled_dot_product_attention_backward(g, q, k, v, o, lse);
+}'
 unit "qkv/kernel.hpp" '#include <qkv/kernel.hpp>'
 unit "qkv/tensor.hpp" '#include <qkv/tensor.hpp>
 qkv::Tensor<float> f() { return qkv::Tensor<float>::zeros({2, 3}); }'

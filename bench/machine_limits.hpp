@@ -101,7 +101,7 @@ EIGEN_DONT_INLINE float sum_floats(const float* data, std::size_t n) {
   constexpr int packets = read_accumulators / Streams > 0 ? read_accumulators / Streams : 1;
   constexpr std::size_t step = packets * float_lanes;
   const std::size_t per_stream = n / Streams / step * step;
-  FloatPacket acc[Streams][packets];
+  FloatPacket acc[std::size_t(Streams)][std::size_t(packets)];
   for (auto& stream : acc)
     for (auto& a : stream) a = Eigen::internal::pset1<FloatPacket>(0.0f);
   for (std::size_t i = 0; i < per_stream; i += step)

@@ -54,10 +54,11 @@ int main() {
         << "fill=\"#555\" text-anchor=\"middle\">" << legend << "</text>\n";
     for (int i = 0; i < n; ++i) {  // token i labels row i (a query) and column i (a key)
       const int x = x0 + i * cell, y = top + i * cell;
+      const std::string& token = tokens[std::size_t(i)];
       svg << "<text x=\"" << x0 - 8 << "\" y=\"" << y + cell / 2 + 5 << "\" font-size=\"14\" "
-          << "text-anchor=\"end\">" << tokens[i] << "</text>\n"
+          << "text-anchor=\"end\">" << token << "</text>\n"
           << "<text x=\"" << x + cell / 2 << "\" y=\"" << top - 8 << "\" font-size=\"14\" "
-          << "text-anchor=\"middle\">" << tokens[i] << "</text>\n";
+          << "text-anchor=\"middle\">" << token << "</text>\n";
     }
     for (int i = 0; i < n; ++i)
       for (int j = 0; j < n; ++j) {

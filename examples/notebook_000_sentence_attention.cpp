@@ -70,7 +70,7 @@ int main() {
   const auto values = qkv::matmul(x, W_v);
   std::cout << "\nQueries, Keys, and Values:\n";
   for (qkv::Index i = 0; i < x.size(0); ++i)
-    std::cout << words[i] << " - Query: " << queries[i] << ", Key: " << keys[i]
+    std::cout << words[std::size_t(i)] << " - Query: " << queries[i] << ", Key: " << keys[i]
               << ", Value: " << values[i] << '\n';
 
   // 3. Scores: every query against every key, scaled by sqrt(d_k).
@@ -79,10 +79,10 @@ int main() {
   const auto scaled_scores = scores / std::sqrt(static_cast<float>(d_k));
   const auto attention_weights = qkv::softmax(scaled_scores, -1);
   std::cout << "\nAttention Weights (focus on each word):\n";
-  for (qkv::Index i = 0; i < x.size(0); ++i) std::cout << words[i] << ": " << attention_weights[i] << '\n';
+  for (qkv::Index i = 0; i < x.size(0); ++i) std::cout << words[std::size_t(i)] << ": " << attention_weights[i] << '\n';
 
   // 5. Each word's output: the values weighted by its attention weights.
   const auto output = qkv::matmul(attention_weights, values);
   std::cout << "\nOutput Embeddings (contextualized representation of each word):\n";
-  for (qkv::Index i = 0; i < x.size(0); ++i) std::cout << words[i] << ": " << output[i] << '\n';
+  for (qkv::Index i = 0; i < x.size(0); ++i) std::cout << words[std::size_t(i)] << ": " << output[i] << '\n';
 }

@@ -76,7 +76,7 @@ int main() {
     qkv::Index most = 0;
     for (qkv::Index j = 1; j < seq_len; ++j)
       if (weights(i, j) > weights(i, most)) most = j;
-    std::cout << "  " << std::left << std::setw(4) << words[i] << "-> " << std::setw(4) << words[most]
+    std::cout << "  " << std::left << std::setw(4) << words[std::size_t(i)] << "-> " << std::setw(4) << words[std::size_t(most)]
               << "(word " << most << ")  " << weights[i] << '\n';
   }
   std::cout << "Both \"the\" have the same embedding and query, but the first sees only itself.\n";

@@ -160,7 +160,7 @@ TYPED_TEST(AttentionTyped, WeightsMatchReferenceAndRowsSumToOne) {
         sum += static_cast<double>(result.weights.data()[row * S + j]);
         ref_sum += ref_weights.data()[row * S + j];
       }
-      EXPECT_NEAR(sum, ref_sum > 0.5 ? 1.0 : 0.0, 10 * S * std::numeric_limits<T>::epsilon());
+      EXPECT_NEAR(sum, ref_sum > 0.5 ? 1.0 : 0.0, 10.0 * double(S) * double(std::numeric_limits<T>::epsilon()));
     }
   }
 }

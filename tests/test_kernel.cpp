@@ -48,7 +48,7 @@ Tensor<double> eigen_reference(const Tensor<float>& q, const Tensor<float>& k, c
 }
 
 bool bitwise_equal(const Tensor<float>& a, const Tensor<float>& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0;
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.numel())) == 0;
 }
 
 // Restores the thread count a test changed.
@@ -243,7 +243,7 @@ TYPED_TEST(ExpTyped, ExpIsAccurateUpToTheSoftmaxsHeadroomAndZeroWhereMasked) {
   // The fused kernel's softmax takes scores up to 5 above its reference maximum.
   for (int n = 0; n <= 20000; ++n) {
     const T x = static_cast<T>(-80.0 + 85.0 * n / 20000.0);
-    alignas(64) T in[lanes], out[lanes];
+    alignas(64) T in[qkv::detail::extent<lanes>], out[qkv::detail::extent<lanes>];
     for (int l = 0; l < lanes; ++l) in[l] = x;
     qkv::detail::simd::pstore(out, qkv::detail::pexp_clamped(qkv::detail::simd::pload<P>(in)));
     const long double ref = std::exp(static_cast<long double>(x));

@@ -63,7 +63,7 @@ std::vector<std::vector<Index>> chunk_patterns(Index length) {
   patterns.emplace_back(static_cast<std::size_t>(length), 1);  // one token at a time
   std::vector<Index> threes, prompt_then_ones{std::min<Index>(7, length)}, uneven;
   for (Index done = 0; done < length; done += 3) threes.push_back(std::min<Index>(3, length - done));
-  for (Index done = prompt_then_ones[0]; done < length; ++done) prompt_then_ones.push_back(1);
+  for (Index n = prompt_then_ones[0]; n < length; ++n) prompt_then_ones.push_back(1);
   Index done = 0;
   for (Index n : {5, 0, 1, 4, 2, 1, 3, 2}) {  // includes an empty step
     if (done + n > length) break;
@@ -72,7 +72,7 @@ std::vector<std::vector<Index>> chunk_patterns(Index length) {
   }
   if (done < length) uneven.push_back(length - done);
   std::vector<Index> long_prompt_then_ones{length * 3 / 4};
-  for (Index done = long_prompt_then_ones[0]; done < length; ++done) long_prompt_then_ones.push_back(1);
+  for (Index n = long_prompt_then_ones[0]; n < length; ++n) long_prompt_then_ones.push_back(1);
   patterns.push_back(threes);
   if (length <= 16) patterns.push_back(prompt_then_ones);  // else much like one at a time
   patterns.push_back(uneven);

@@ -390,7 +390,7 @@ Tensor<double> DirectFormula(const Mha<double>& m, const Tensor<double>& query, 
     return sum;
   };
   Tensor<double> out(Shape{B, L, E});
-  std::vector<LD> attended(static_cast<std::size_t>(E)), scores(static_cast<std::size_t>(S));
+  Eigen::Matrix<LD, Eigen::Dynamic, 1> attended(E), scores(S);  // indexed by Index, as the tensors
   for (Index b = 0; b < B; ++b)
     for (Index i = 0; i < L; ++i) {
       for (Index h = 0; h < H; ++h) {

@@ -69,7 +69,7 @@ template <class T>
 ::testing::AssertionResult SameBits(const Tensor<T>& actual, const Tensor<T>& expected) {
   if (actual.shape() != expected.shape())
     return ::testing::AssertionFailure() << "shape " << actual.shape().str() << " != " << expected.shape().str();
-  if (actual.numel() && std::memcmp(actual.data(), expected.data(), actual.numel() * sizeof(T)) != 0)
+  if (actual.numel() && std::memcmp(actual.data(), expected.data(), std::size_t(actual.numel()) * sizeof(T)) != 0)
     return ::testing::AssertionFailure() << "elements differ for shape " << actual.shape().str();
   return ::testing::AssertionSuccess();
 }
@@ -86,7 +86,7 @@ std::string npy_bytes(const std::string& header, const std::string& data = "", i
 
 template <class T>
 std::string raw(const Tensor<T>& t) {
-  return std::string(reinterpret_cast<const char*>(t.data()), t.numel() * sizeof(T));
+  return std::string(reinterpret_cast<const char*>(t.data()), std::size_t(t.numel()) * sizeof(T));
 }
 
 template <class T>

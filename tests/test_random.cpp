@@ -272,10 +272,10 @@ TEST(NumpyRandomTest, FloatTensorsHoldRoundedDoubles) {
 
   rng.seed(0);
   const auto f = rng.rand<float>({4});
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(f(i), static_cast<float>(kRand5x4Seed0[i]));
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(f(qkv::Index(i)), static_cast<float>(kRand5x4Seed0[i]));
   rng.seed(0);
   const auto g = rng.uniform<float>(-2.0, 3.0, {5});
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(g(i), static_cast<float>(kUniformSeed0[i]));
+  for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(g(qkv::Index(i)), static_cast<float>(kUniformSeed0[i]));
 }
 
 TEST(NumpyRandomTest, TensorsAreFilledInCOrder) {
@@ -298,7 +298,8 @@ TEST(NumpyRandomTest, TensorsAreFilledInCOrder) {
   EXPECT_EQ(n.shape(), qkv::Shape({3, 5}));
   rng.seed(0);
   EXPECT_EQ(values(n), values(rng.randn<float>({15})));
-  for (int i = 0; i < 15; ++i) EXPECT_EQ(n(i / 5, i % 5), static_cast<float>(kRandn3Then4Then1Then7Seed0[i]));
+  for (std::size_t i = 0; i < 15; ++i)
+    EXPECT_EQ(n(qkv::Index(i / 5), qkv::Index(i % 5)), static_cast<float>(kRandn3Then4Then1Then7Seed0[i]));
 }
 
 // np.random.rand(0) draws nothing; a rank-0 shape () draws one value.

@@ -216,7 +216,7 @@ TYPED_TEST(Softmax, OfAStridedBLHEViewAsBHLE) {
 TYPED_TEST(Softmax, MatchesTorchExample) {
   using T = TypeParam;
   // torch.softmax(torch.tensor([0.9544, 1.4950, 1.4754, 0.8434, 0.7070, 1.0865]), dim=0)
-  const Tensor<T> y = qkv::softmax(Tensor<T>{0.9544, 1.4950, 1.4754, 0.8434, 0.7070, 1.0865}, 0);
+  const Tensor<T> y = qkv::softmax(Tensor<T>{T(0.9544), T(1.4950), T(1.4754), T(0.8434), T(0.7070), T(1.0865)}, 0);
   const double torch[] = {0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581};
   ASSERT_EQ(y.shape(), (Shape{6}));
   for (Index i = 0; i < 6; ++i) EXPECT_NEAR(y(i), torch[i], 0.5e-4) << i;  // 4 decimals
