@@ -10,7 +10,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <memory>
@@ -438,6 +440,142 @@ TEST(BackwardErrors, ShapesAreNamed) {
                                                        f.output, f.logsumexp);
       },
       {"qkv::scaled_dot_product_attention_backward_out:", "grad_v shape [2,3,6,4] != expected [2,3,6,5]", shapes}));
+}
+
+// bfloat16 and half: the gradients against the long-double reference on the same 16-bit
+// values (widened exactly). What separates them is 16-bit rounding: of the forward's output
+// (which D = rowsum(dO ∘ O) reads) and of each gradient; the float arithmetic is far below.
+template <class T>
+class HalfBackward : public ::testing::Test {
+ protected:
+  ForceSmallBackward force_;
+  std::mt19937 gen_{23};
+};
+using HalfTypes = ::testing::Types<qkv::bfloat16, qkv::half>;
+struct HalfTypeNames {
+  template <class T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, qkv::bfloat16> ? "bfloat16" : "half";
+  }
+};
+TYPED_TEST_SUITE(HalfBackward, HalfTypes, HalfTypeNames);
+
+// T's unit roundoff: 2^-8 for bfloat16, 2^-11 for half. (Eigen 3.4's
+// numeric_limits<half>::epsilon() is 2^-13, not 2^-10, so it is not used here.)
+template <class T>
+double unit_roundoff() {
+  return std::is_same_v<T, qkv::bfloat16> ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+}
+
+// The bound, normwise: 8 unit roundoffs of T (the gradients measure about 1).
+template <class T>
+double half_tolerance() {
+  return 8.0 * unit_roundoff<T>();
+}
+
+template <class T>
+Case<T> rounded_case(std::mt19937& gen, const Shape& q, const Shape& k, const Shape& v) {
+  const Case<float> c = random_case<float>(gen, q, k, v);
+  return {qkv::to<T>(c.q), qkv::to<T>(c.k), qkv::to<T>(c.v), qkv::to<T>(c.grad_out), {}};
+}
+
+template <class T>
+double worst_half_error(TensorView<const T> grad_out, TensorView<const T> q, TensorView<const T> k,
+                        TensorView<const T> v, const AttentionOptions<T>& options, const std::string& what) {
+  const auto forward = qkv::scaled_dot_product_attention_with_logsumexp(q, k, v, options);
+  const Tensor<float>& lse = forward.logsumexp;  // float, as the forward returns it for 16-bit types
+  const auto g = qkv::scaled_dot_product_attention_backward(grad_out, q, k, v, forward.output, lse, options);
+  AttentionOptions<float> wide;
+  wide.causal = options.causal;
+  wide.scale = options.scale;
+  wide.enable_gqa = options.enable_gqa;
+  Tensor<float> additive;
+  if (options.attn_mask.is_boolean()) wide.attn_mask = options.attn_mask.boolean();
+  if (options.attn_mask.is_additive()) additive = qkv::to<float>(options.attn_mask.additive());
+  if (options.attn_mask.is_additive()) wide.attn_mask = additive;
+  const Tensor<float> go = qkv::to<float>(grad_out), q32 = qkv::to<float>(q), k32 = qkv::to<float>(k),
+                      v32 = qkv::to<float>(v);
+  const auto ref = qkv::test::reference_attention_backward<float>(go.view(), q32.view(), k32.view(), v32.view(), wide);
+  double worst = 0;
+  const struct {
+    const char* name;
+    const Tensor<T>& got;
+    const Tensor<double>& want;
+  } grads[] = {{"grad_q", g.grad_q, ref.grad_q}, {"grad_k", g.grad_k, ref.grad_k}, {"grad_v", g.grad_v, ref.grad_v}};
+  for (const auto& x : grads) {
+    EXPECT_EQ(x.got.shape(), x.want.shape()) << what << " " << x.name;
+    const Tensor<float> got = qkv::to<float>(x.got);
+    for (const float y : got) EXPECT_TRUE(std::isfinite(y)) << what << " " << x.name;
+    const double error = qkv::test::normwise_error(got, x.want);
+    EXPECT_LE(error, half_tolerance<T>()) << what << " " << x.name;
+    worst = std::max(worst, error);
+  }
+  return worst;
+}
+
+template <class T>
+double worst_half_error(const Case<T>& c, const std::string& what) {
+  return worst_half_error<T>(c.grad_out.view(), c.q.view(), c.k.view(), c.v.view(), c.options, what);
+}
+
+TYPED_TEST(HalfBackward, EveryOptionMatchesTheReferenceOnTheRoundedValues) {
+  using T = TypeParam;
+  auto& gen = this->gen_;
+  double worst = worst_half_error(rounded_case<T>(gen, {2, 3, 13, 7}, {2, 3, 17, 7}, {2, 3, 17, 5}), "plain");
+  for (const Causal causal : {Causal::upper_left, Causal::lower_right}) {
+    auto c = rounded_case<T>(gen, {2, 2, 23, 6}, {2, 2, 31, 6}, {2, 2, 31, 4});
+    c.options.causal = causal;
+    worst = std::max(worst, worst_half_error(c, "causal"));
+  }
+  auto masked = rounded_case<T>(gen, {2, 3, 19, 5}, {2, 3, 22, 5}, {2, 3, 22, 6});
+  Tensor<bool> mask(Shape{3, 19, 22});
+  std::bernoulli_distribution keep(0.6);
+  for (bool& m : mask) m = keep(gen);
+  for (Index h = 0; h < 3; ++h)
+    for (Index j = 0; j < 22; ++j) mask(h, Index(4), j) = false;  // row 4 sees no key
+  masked.options.attn_mask = mask;
+  worst = std::max(worst, worst_half_error(masked, "boolean mask"));
+  auto added = rounded_case<T>(gen, {2, 2, 17, 8}, {2, 2, 24, 8}, {2, 2, 24, 8});
+  const Tensor<T> additive = qkv::to<T>(qkv::test::random_tensor<float>({2, 1, 17, 24}, gen, -3.0, 3.0));
+  added.options.attn_mask = additive;
+  added.options.causal = Causal::upper_left;
+  worst = std::max(worst, worst_half_error(added, "additive mask, causal"));
+  auto gqa = rounded_case<T>(gen, {2, 6, 15, 6}, {2, 2, 21, 6}, {2, 2, 21, 3});
+  gqa.options.enable_gqa = true;
+  gqa.options.scale = 0.3;
+  worst = std::max(worst, worst_half_error(gqa, "gqa, scale 0.3"));
+  std::printf("worst normwise error %.3g = %.2f unit roundoffs\n", worst, worst / unit_roundoff<T>());
+}
+
+TYPED_TEST(HalfBackward, StridedViewsAndTheOutFormAgree) {
+  using T = TypeParam;
+  auto c = rounded_case<T>(this->gen_, {2, 13, 3, 6}, {2, 15, 3, 6}, {2, 15, 3, 4});
+  const auto q = c.q.view().permute({0, 2, 1, 3}), k = c.k.view().permute({0, 2, 1, 3});
+  const auto v = c.v.view().permute({0, 2, 1, 3}), grad_out = c.grad_out.view().permute({0, 2, 1, 3});
+  AttentionOptions<T> options;
+  options.causal = Causal::lower_right;
+  worst_half_error<T>(grad_out, q, k, v, options, "strided");
+  const auto forward = qkv::scaled_dot_product_attention_with_logsumexp(q, k, v, options);
+  const auto g = qkv::scaled_dot_product_attention_backward(grad_out, q, k, v, forward.output, forward.logsumexp,
+                                                            options);
+  Tensor<T> gq(Shape{2, 13, 3, 6}), gk(Shape{2, 15, 3, 6}), gv(Shape{2, 15, 3, 4});
+  qkv::scaled_dot_product_attention_backward_out(gq.view().permute({0, 2, 1, 3}), gk.view().permute({0, 2, 1, 3}),
+                                                 gv.view().permute({0, 2, 1, 3}), grad_out, q, k, v,
+                                                 forward.output, forward.logsumexp, options);
+  EXPECT_TRUE(qkv::equal(Tensor<T>(gq.view().permute({0, 2, 1, 3})), g.grad_q));
+  EXPECT_TRUE(qkv::equal(Tensor<T>(gk.view().permute({0, 2, 1, 3})), g.grad_k));
+  EXPECT_TRUE(qkv::equal(Tensor<T>(gv.view().permute({0, 2, 1, 3})), g.grad_v));
+}
+
+TEST(HalfBackwardErrors, ShapesAreNamed) {
+  std::mt19937 gen(2);
+  const auto c = rounded_case<qkv::bfloat16>(gen, {2, 4, 8}, {2, 6, 8}, {2, 6, 5});
+  const auto f = qkv::scaled_dot_product_attention_with_logsumexp(c.q, c.k, c.v);
+  const Tensor<float> wrong_lse(Shape{2, 5});
+  EXPECT_TRUE(ThrowsWith<std::invalid_argument>(
+      [&] { qkv::scaled_dot_product_attention_backward(c.grad_out, c.q, c.k, c.v, f.output, wrong_lse); },
+      {"qkv::scaled_dot_product_attention_backward:", "logsumexp shape [2,5] != expected [2,4]",
+       "(query [2,4,8], key [2,6,8], value [2,6,5])"}));
 }
 
 }  // namespace

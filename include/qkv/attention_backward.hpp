@@ -19,7 +19,7 @@ namespace qkv {
 /// \brief The gradients of one attention call: grad_q (..., L, E), grad_k (..., S, E) and
 /// grad_v (..., S, Ev), each of the shape of its input (summed over broadcast dimensions
 /// and over the query heads a grouped key/value head serves).
-/// \tparam T float or double.
+/// \tparam T float, double, bfloat16 or half.
 template <class T>
 struct AttentionGradients {
   /// (..., L, E): the gradient of the loss with respect to q, of q's shape.
@@ -49,9 +49,6 @@ template <class T>
 void fill_zero(const TensorView<T>& x) {
   for_each_offset(x.shape(), [&](Index o) { x.data()[o] = T(0); }, x.strides());
 }
-
-template <class T>
-inline constexpr bool backward_type_v = std::is_same_v<T, float> || std::is_same_v<T, double>;
 
 // Validates one backward call, then runs it into the gradient views.
 template <class T>
@@ -98,6 +95,64 @@ void attention_backward(const char* fn, const TensorView<T>& grad_q, const Tenso
   flash_backward(bp, options.workspace);
 }
 
+// The options of a 16-bit call for its float twin: an additive mask widened (exactly) into
+// `storage`, everything else as it is.
+template <class T>
+AttentionOptions<float> widened_options(const AttentionOptions<T>& options, Tensor<float>& storage) {
+  AttentionOptions<float> wide;
+  wide.causal = options.causal;
+  wide.scale = options.scale;
+  wide.enable_gqa = options.enable_gqa;
+  wide.workspace = options.workspace;
+  if (options.attn_mask.is_boolean()) {
+    wide.attn_mask = options.attn_mask.boolean();
+  } else if (options.attn_mask.is_additive()) {
+    storage = to<float>(options.attn_mask.additive());
+    wide.attn_mask = storage.view();
+  }
+  return wide;
+}
+
+// to[...] = T(from[...]), from contiguous of to's shape: each gradient rounded once.
+template <class T>
+void round_into(const Tensor<float>& from, const TensorView<T>& to) {
+  const float* in = from.data();
+  for_each_offset(to.shape(), [&](Index o) { to.data()[o] = static_cast<T>(*in++); }, to.strides());
+}
+
+// bfloat16 and half: the float backward on the inputs widened exactly (the softmax, the
+// products and their sums in float, as the forward computes them), then each gradient
+// rounded to T once, as PyTorch's CPU kernels accumulate reduced types in float. It costs
+// a float copy of the inputs and gradients, O(L·E), beside the float pass.
+template <class T>
+void widened_attention_backward(const char* fn, const TensorView<T>& grad_q, const TensorView<T>& grad_k,
+                                const TensorView<T>& grad_v, const TensorView<const T>& grad_out,
+                                const TensorView<const T>& q, const TensorView<const T>& k,
+                                const TensorView<const T>& v, const TensorView<const T>& out,
+                                const TensorView<const float>& logsumexp, const AttentionOptions<T>& options) {
+  Tensor<float> mask;
+  const AttentionOptions<float> wide = widened_options(options, mask);
+  Tensor<float> dq(grad_q.shape()), dk(grad_k.shape()), dv(grad_v.shape());
+  const Tensor<float> go = to<float>(grad_out), q32 = to<float>(q), k32 = to<float>(k), v32 = to<float>(v),
+                      o32 = to<float>(out);
+  attention_backward<float>(fn, dq.view(), dk.view(), dv.view(), go.view(), q32.view(), k32.view(), v32.view(),
+                            o32.view(), logsumexp, wide);
+  round_into(dq, grad_q), round_into(dk, grad_k), round_into(dv, grad_v);
+}
+
+// One backward call of any element type, into the caller's views.
+template <class T>
+void any_attention_backward(const char* fn, const TensorView<T>& grad_q, const TensorView<T>& grad_k,
+                            const TensorView<T>& grad_v, const TensorView<const T>& grad_out,
+                            const TensorView<const T>& q, const TensorView<const T>& k, const TensorView<const T>& v,
+                            const TensorView<const T>& out, const TensorView<const compute_t<T>>& logsumexp,
+                            const AttentionOptions<T>& options) {
+  if constexpr (is_half_v<T>)
+    widened_attention_backward(fn, grad_q, grad_k, grad_v, grad_out, q, k, v, out, logsumexp, options);
+  else
+    attention_backward(fn, grad_q, grad_k, grad_v, grad_out, q, k, v, out, logsumexp, options);
+}
+
 }  // namespace detail
 
 /// \brief The gradients of scaled_dot_product_attention with respect to q, k and v.
@@ -109,8 +164,9 @@ void attention_backward(const char* fn, const TensorView<T>& grad_q, const Tenso
 /// gradient flows into a mask), grouped-query heads (grad_k and grad_v summed over the
 /// query heads of each group), broadcast k and v (summed over the broadcast dimensions),
 /// any scale, Ev ≠ E, strided views. A row that may see no key contributes nothing.
-/// float and double; the 16-bit types have no backward pass yet.
-/// Results are bitwise identical for any thread count.
+/// float, double, and bfloat16 and half: these compute in float on their exact widening and
+/// round each gradient to their type once; their logsumexp is float, as the forward returns
+/// it. Results are bitwise identical for any thread count.
 /// \throws std::invalid_argument naming the shapes when they do not fit together.
 /// \code
 /// auto [out, lse] = qkv::scaled_dot_product_attention_with_logsumexp(q, k, v, options);
@@ -122,13 +178,12 @@ AttentionGradients<detail::tensor_value_t<Q>> scaled_dot_product_attention_backw
     const G& grad_out, const Q& q, const K& k, const V& v, const O& out, const LSE& logsumexp,
     const AttentionOptions<detail::tensor_value_t<Q>>& options = {}) {
   using T = detail::tensor_value_t<Q>;
-  static_assert(detail::backward_type_v<T>,
-                "qkv::scaled_dot_product_attention_backward: float and double only (bfloat16 and half have no "
-                "backward pass yet)");
+  static_assert(detail::is_floating_v<T>, "qkv::scaled_dot_product_attention_backward: a floating-point type");
   static_assert(std::is_same_v<detail::tensor_value_t<G>, T> && std::is_same_v<detail::tensor_value_t<K>, T> &&
                     std::is_same_v<detail::tensor_value_t<V>, T> && std::is_same_v<detail::tensor_value_t<O>, T> &&
-                    std::is_same_v<detail::tensor_value_t<LSE>, T>,
-                "qkv::scaled_dot_product_attention_backward: grad_out, q, k, v, out and logsumexp of one type");
+                    std::is_same_v<detail::tensor_value_t<LSE>, detail::compute_t<T>>,
+                "qkv::scaled_dot_product_attention_backward: grad_out, q, k, v and out of one type, logsumexp in "
+                "its compute type (float for bfloat16 and half)");
   const auto qv = detail::const_view(q), kv = detail::const_view(k), vv = detail::const_view(v);
   AttentionGradients<T> g;
   // Shapes are checked before anything is allocated from them.
@@ -137,9 +192,9 @@ AttentionGradients<detail::tensor_value_t<Q>> scaled_dot_product_attention_backw
   g.grad_q = Tensor<T>(qv.shape());
   g.grad_k = Tensor<T>(kv.shape());
   g.grad_v = Tensor<T>(vv.shape());
-  detail::attention_backward("qkv::scaled_dot_product_attention_backward", g.grad_q.view(), g.grad_k.view(),
-                             g.grad_v.view(), detail::const_view(grad_out), qv, kv, vv, detail::const_view(out),
-                             detail::const_view(logsumexp), options);
+  detail::any_attention_backward("qkv::scaled_dot_product_attention_backward", g.grad_q.view(), g.grad_k.view(),
+                                 g.grad_v.view(), detail::const_view(grad_out), qv, kv, vv, detail::const_view(out),
+                                 detail::const_view(logsumexp), options);
   return g;
 }
 
@@ -151,16 +206,17 @@ template <class T, class G, class Q, class K, class V, class O, class LSE,
 void scaled_dot_product_attention_backward_out(TensorView<T> grad_q, TensorView<T> grad_k, TensorView<T> grad_v,
                                                const G& grad_out, const Q& q, const K& k, const V& v, const O& out,
                                                const LSE& logsumexp, const AttentionOptions<T>& options = {}) {
-  static_assert(detail::backward_type_v<T>,
-                "qkv::scaled_dot_product_attention_backward_out: float and double only (bfloat16 and half have no "
-                "backward pass yet)");
+  static_assert(detail::is_floating_v<T>, "qkv::scaled_dot_product_attention_backward_out: a floating-point type");
   static_assert(std::is_same_v<detail::tensor_value_t<G>, T> && std::is_same_v<detail::tensor_value_t<Q>, T> &&
                     std::is_same_v<detail::tensor_value_t<K>, T> && std::is_same_v<detail::tensor_value_t<V>, T> &&
-                    std::is_same_v<detail::tensor_value_t<O>, T> && std::is_same_v<detail::tensor_value_t<LSE>, T>,
-                "qkv::scaled_dot_product_attention_backward_out: gradients and inputs of one type");
-  detail::attention_backward("qkv::scaled_dot_product_attention_backward_out", grad_q, grad_k, grad_v,
-                             detail::const_view(grad_out), detail::const_view(q), detail::const_view(k),
-                             detail::const_view(v), detail::const_view(out), detail::const_view(logsumexp), options);
+                    std::is_same_v<detail::tensor_value_t<O>, T> &&
+                    std::is_same_v<detail::tensor_value_t<LSE>, detail::compute_t<T>>,
+                "qkv::scaled_dot_product_attention_backward_out: gradients and inputs of one type, logsumexp in its "
+                "compute type (float for bfloat16 and half)");
+  detail::any_attention_backward("qkv::scaled_dot_product_attention_backward_out", grad_q, grad_k, grad_v,
+                                 detail::const_view(grad_out), detail::const_view(q), detail::const_view(k),
+                                 detail::const_view(v), detail::const_view(out), detail::const_view(logsumexp),
+                                 options);
 }
 
 }  // namespace qkv
