@@ -247,8 +247,8 @@ TYPED_TEST(HalfAttention, StridedLayoutsReadAndWriteInPlace) {
   const auto q_mem = qkv::to<Q>(random_tensor<float>({B, L, H, E}, gen));
   const auto k_mem = qkv::to<KV>(random_tensor<float>({B, S, H, E}, gen));
   const auto v_mem = qkv::to<KV>(random_tensor<float>({B, S, H, Ev}, gen));
-  const auto q = q_mem.view().permute({0, 2, 1, 3}), k = k_mem.view().permute({0, 2, 1, 3});
-  const auto v = v_mem.view().permute({0, 2, 1, 3});
+  const auto q = q_mem.view().permute({0, 2, 1, 3});  // Q and KV differ: one declaration each
+  const auto k = k_mem.view().permute({0, 2, 1, 3}), v = v_mem.view().permute({0, 2, 1, 3});
   Tensor<Q> out_mem(Shape{B, L, H, Ev});
   AttentionOptions<Q> options;
   options.causal = Causal::upper_left;
@@ -318,7 +318,8 @@ template <class Q, class KV>
 void expect_within_issue_bound(Index L, Index S, Index E, Causal causal, std::mt19937& gen) {
   SCOPED_TRACE(name_of<Q>() + "/" + name_of<KV>() + " L " + std::to_string(L) + " S " + std::to_string(S) + " E " +
                std::to_string(E));
-  const auto q = qkv::to<Q>(random_tensor<float>({L, E}, gen)), k = qkv::to<KV>(random_tensor<float>({S, E}, gen));
+  const auto q = qkv::to<Q>(random_tensor<float>({L, E}, gen));  // Q and KV differ: one declaration each
+  const auto k = qkv::to<KV>(random_tensor<float>({S, E}, gen));
   const auto v = qkv::to<KV>(random_tensor<float>({S, E}, gen));
   AttentionOptions<Q> options;
   options.causal = causal;
