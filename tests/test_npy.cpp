@@ -204,7 +204,7 @@ TYPED_TEST(Npy, WritesAHeaderAlignedTo64Bytes) {
   for (const Shape& shape : {Shape{}, Shape{1}, Shape{7, 3}, Shape{123456789, 0}, Shape{1, 1, 1, 1, 1, 1, 1, 1}}) {
     SCOPED_TRACE(shape.str());
     const std::string bytes = save_bytes<T>(formula<T>(shape));
-    const std::size_t header_len = static_cast<unsigned char>(bytes[8]) | static_cast<unsigned char>(bytes[9]) << 8;
+    const std::size_t header_len = std::size_t{static_cast<unsigned char>(bytes[8])} | std::size_t{static_cast<unsigned char>(bytes[9])} << 8u;
     const std::size_t data_offset = 10 + header_len;
     EXPECT_EQ(bytes.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
     EXPECT_EQ(data_offset % 64, 0u);
