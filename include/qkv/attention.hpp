@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // qkv::scaled_dot_product_attention: softmax(q·kᵀ·scale + mask)·v with the semantics of
 // PyTorch 2's torch.nn.functional.scaled_dot_product_attention — any leading batch/head
-// dimensions, both causal alignments, boolean or additive masks, grouped-query attention.
+// dimensions, both causal alignments, boolean or additive masks, grouped-query attention —
+// and the variants of current models: sliding windows, logit soft-capping, attention sinks,
+// ALiBi, and a user's score modifier and mask predicate fused into the kernels.
 #pragma once
 
 #include <cmath>
@@ -9,8 +11,10 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "detail/attention_problem.hpp"
+#include "detail/attention_variant.hpp"
 #include "detail/naive_attention.hpp"
 #include "detail/split_key_decode.hpp"
 #include "half.hpp"
@@ -69,6 +73,31 @@ class AttentionMask {
   detail::MaskKind kind_ = detail::MaskKind::none;
 };
 
+/// A sliding window, as flash-attn's `window_size`: key j is visible from query i when
+/// i + offset − left ≤ j ≤ i + offset + right, −1 leaving a side unbounded. The offset is
+/// the causal alignment: 0 with Causal::upper_left, S − L otherwise (lower-right, as
+/// flash-attn). It combines with causal masking and with a mask.
+struct AttentionWindow {
+  /// Keys visible before the query's position; −1 = unbounded.
+  Index left = -1;
+  /// Keys visible after the query's position; −1 = unbounded.
+  Index right = -1;
+};
+
+/// \brief The ALiBi slopes of `num_heads` heads (Press et al.): the geometric sequence
+/// 2^(−8h/H), h = 1..H, when H is a power of two; otherwise, as BLOOM, those of the largest
+/// power of two n < H followed by every other slope of 2n heads (2^(−4(2h−1)/n)), H − n of them.
+inline std::vector<double> alibi_slopes(Index num_heads) {
+  std::vector<double> slopes;
+  if (num_heads <= 0) return slopes;
+  Index n = 1;
+  while (n * 2 <= num_heads) n *= 2;
+  for (Index h = 1; h <= n; ++h) slopes.push_back(std::exp2(-8.0 * double(h) / double(n)));
+  for (Index h = 1; Index(slopes.size()) < num_heads; ++h)
+    slopes.push_back(std::exp2(-4.0 * double(2 * h - 1) / double(n)));
+  return slopes;
+}
+
 /// \brief Options of scaled_dot_product_attention, named after PyTorch's arguments.
 /// \tparam T the query's element type.
 template <class T>
@@ -84,6 +113,19 @@ struct AttentionOptions {
   bool enable_gqa = false;
   /// Scratch memory to use instead of each thread's own (see AttentionWorkspace).
   AttentionWorkspace* workspace = nullptr;
+  /// A sliding window (Mistral, Gemma 2/3, gpt-oss); unbounded by default.
+  AttentionWindow window;
+  /// Logit soft-capping (Gemma 2): each scaled score s becomes softcap·tanh(s / softcap),
+  /// before the masks. 0 = off; otherwise it must be positive and finite.
+  double softcap = 0;
+  /// Attention sinks (gpt-oss, StreamingLLM): one logit σ_h per query head (size H, or 1
+  /// for a query of rank 2), added to each softmax's denominator as e^(σ_h) with no value:
+  /// a row then sums to less than 1, and a row that may see no key still gives zeros.
+  std::vector<double> sinks;
+  /// ALiBi (BLOOM, MPT, Falcon): the bias −slope_h·|i + offset − j| added to the scaled
+  /// scores of head h, offset as for the window; one slope per query head, e.g.
+  /// qkv::alibi_slopes(H). Empty = off.
+  std::vector<double> alibi_slopes;
 };
 
 /// The output (..., L, Ev) and the softmax weights (..., L, S) of one attention call.
@@ -161,6 +203,30 @@ void set_mask(const char* fn, const AttentionMask<T>& mask, AttentionProblem<T, 
   p.mask_batch = strides.front(p.batch.rank());
   p.mask_row = strides[p.batch.rank()];
   p.mask_col = strides[p.batch.rank() + 1];
+}
+
+// The built-in variants, validated; out of line as set_mask.
+template <class T, class KV>
+void set_variants(const char* fn, const AttentionOptions<T>& options, AttentionProblem<T, KV>& p, const Shape& q,
+                  const Shape& k, const Shape& v) {
+  const AttentionWindow& w = options.window;
+  if (w.left < -1 || w.right < -1)
+    sdpa_error(fn, "window {" + std::to_string(w.left) + ", " + std::to_string(w.right) +
+                       "} has a negative side other than -1 (= unbounded)", q, k, v);
+  if (!(options.softcap >= 0) || !std::isfinite(options.softcap))
+    sdpa_error(fn, "softcap " + std::to_string(options.softcap) + " must be positive and finite (0 = off)", q, k, v);
+  const auto per_head = [&](const std::vector<double>& values, const char* name) {
+    if (!values.empty() && Index(values.size()) != p.num_heads)
+      sdpa_error(fn, std::string(name) + " has " + std::to_string(values.size()) + " values != " +
+                         std::to_string(p.num_heads) + " query heads", q, k, v);
+  };
+  per_head(options.sinks, "sinks");
+  per_head(options.alibi_slopes, "alibi_slopes");
+  p.window_left = w.left;
+  p.window_right = w.right;
+  p.softcap = static_cast<compute_t<T>>(options.softcap);
+  p.sinks = options.sinks.empty() ? nullptr : options.sinks.data();
+  p.alibi_slopes = options.alibi_slopes.empty() ? nullptr : options.alibi_slopes.data();
 }
 
 // Sets `strides` to read `kv` (a key or value view) for every element of the query's
@@ -245,6 +311,10 @@ AttentionProblem<T, KV> make_problem(const char* fn, const TensorView<const T>& 
   p.causal = options.causal;
 
   if (options.attn_mask.has_value()) set_mask(fn, options.attn_mask, p, qs, ks, vs);
+  p.num_heads = q.rank() >= 3 ? q.size(-3) : 1;
+  if (options.window.left != -1 || options.window.right != -1 || options.softcap != 0 || !options.sinks.empty() ||
+      !options.alibi_slopes.empty())
+    set_variants(fn, options, p, qs, ks, vs);
   return p;
 }
 
@@ -294,12 +364,21 @@ inline void set_output(AttentionProblem<T, KV>& p, const TensorView<T>& out) {
 // against many keys take the split-key decode kernel, everything else the fused kernel.
 // The plain loop serves only empty problems (and the weights, elsewhere): even the
 // notebooks' 6 × 3 runs faster through the fused kernel's packets than through scalars.
+// Calls with variants take the kernels' variant instantiations (a user's callables always
+// do); the others the plain ones, which are compiled without any variant code.
+template <class T, class KV, class V>
+void run_attention(const AttentionProblem<T, KV>& p, AttentionWorkspace* workspace, const V& variant) {
+  const KernelConfig& config = kernel_config();
+  if (p.flops() <= config.naive_max_flops) naive_attention(p, static_cast<T*>(nullptr), variant);
+  else if (p.query_len <= config.decode_max_rows)
+    split_key_decode(p, decode_chunk<KV>(p.head_dim, p.value_dim), workspace, variant);
+  else flash_attention(p, workspace, variant);
+}
+
 template <class T, class KV>
 void run_attention(const AttentionProblem<T, KV>& p, AttentionWorkspace* workspace) {
-  const KernelConfig& config = kernel_config();
-  if (p.flops() <= config.naive_max_flops) naive_attention(p, static_cast<T*>(nullptr));
-  else if (p.query_len <= config.decode_max_rows) split_key_decode(p, decode_chunk<KV>(p.head_dim, p.value_dim), workspace);
-  else flash_attention(p, workspace);
+  if (p.has_variant()) run_attention(p, workspace, BuiltinVariant{});
+  else run_attention(p, workspace, NoVariant{});
 }
 
 [[noreturn]] inline void type_error(const char* fn, const char* q_type, const char* k_type, const char* v_type,
@@ -424,7 +503,58 @@ AttentionResult<detail::tensor_value_t<Q>> scaled_dot_product_attention_with_wei
     AttentionResult<T> result{Tensor<T>(detail::output_shape(p, p.value_dim)),
                               Tensor<T>(detail::output_shape(p, p.key_len))};
     detail::set_output(p, result.output.view());
-    detail::naive_attention(p, result.weights.data());
+    if (p.has_variant()) detail::naive_attention(p, result.weights.data(), detail::BuiltinVariant{});
+    else detail::naive_attention(p, result.weights.data());
+    return result;
+  }
+}
+
+/// \brief scaled_dot_product_attention with a user's score modifier and mask predicate
+/// (see AttentionModifiers), inlined into the kernels as PyTorch's FlexAttention compiles
+/// its score_mod and mask_mod. They apply after the built-in score variants (soft-capping,
+/// ALiBi) and before the masks; the predicate hides keys on top of the other masks.
+/// \code
+/// // A relative-position bias per head, from a small table.
+/// auto bias = [&](float s, qkv::Index, qkv::Index h, qkv::Index i, qkv::Index j) {
+///   return s + table[h][std::min<qkv::Index>(i - j, 63)];
+/// };
+/// auto out = qkv::scaled_dot_product_attention(q, k, v, options, qkv::score_mod(bias));
+/// \endcode
+template <class Q, class K, class V, class Score, class Mask, class = std::enable_if_t<detail::is_tensor_v<Q>>>
+Tensor<detail::tensor_value_t<Q>> scaled_dot_product_attention(const Q& q, const K& k, const V& v,
+                                                               const AttentionOptions<detail::tensor_value_t<Q>>& options,
+                                                               const AttentionModifiers<Score, Mask>& modifiers) {
+  using T = detail::tensor_value_t<Q>;
+  constexpr const char* fn = "qkv::scaled_dot_product_attention";
+  static_assert(detail::is_floating_tensor_v<Q>, "qkv::scaled_dot_product_attention: floating-point tensors");
+  if constexpr (!detail::types_fit_v<Q, K, V>) {
+    detail::throw_type_error(fn, q, k, v);
+  } else {
+    auto p = detail::make_problem(fn, detail::const_view(q), detail::const_view(k), detail::const_view(v), options);
+    Tensor<T> out(detail::output_shape(p, p.value_dim));
+    detail::set_output(p, out.view());
+    detail::run_attention(p, options.workspace, detail::make_variant(modifiers));
+    return out;
+  }
+}
+
+/// scaled_dot_product_attention_with_weights with a user's score modifier and mask
+/// predicate; the weights are those the modifiers give. \see AttentionModifiers
+template <class Q, class K, class V, class Score, class Mask, class = std::enable_if_t<detail::is_tensor_v<Q>>>
+AttentionResult<detail::tensor_value_t<Q>> scaled_dot_product_attention_with_weights(
+    const Q& q, const K& k, const V& v, const AttentionOptions<detail::tensor_value_t<Q>>& options,
+    const AttentionModifiers<Score, Mask>& modifiers) {
+  using T = detail::tensor_value_t<Q>;
+  constexpr const char* fn = "qkv::scaled_dot_product_attention_with_weights";
+  static_assert(detail::is_floating_tensor_v<Q>, "qkv::scaled_dot_product_attention_with_weights: floating-point tensors");
+  if constexpr (!detail::types_fit_v<Q, K, V>) {
+    detail::throw_type_error(fn, q, k, v);
+  } else {
+    auto p = detail::make_problem(fn, detail::const_view(q), detail::const_view(k), detail::const_view(v), options);
+    AttentionResult<T> result{Tensor<T>(detail::output_shape(p, p.value_dim)),
+                              Tensor<T>(detail::output_shape(p, p.key_len))};
+    detail::set_output(p, result.output.view());
+    detail::naive_attention(p, result.weights.data(), detail::make_variant(modifiers));
     return result;
   }
 }

@@ -60,6 +60,9 @@ void attention_backward(const char* fn, const TensorView<T>& grad_q, const Tenso
   BackwardProblem<T> bp;
   bp.p = make_problem(fn, q, k, v, options);
   AttentionProblem<T>& p = bp.p;
+  // The variants have no backward pass yet: refused rather than differentiated as plain.
+  if (p.has_variant())
+    sdpa_error(fn, "window, softcap, sinks and alibi_slopes have no backward pass yet; leave them unset", qs, ks, vs);
   if (!is_output_shape(out.shape(), p, p.value_dim))
     backward_shape_error(fn, "out", out.shape(), output_shape(p, p.value_dim), qs, ks, vs);
   if (!is_output_shape(grad_out.shape(), p, p.value_dim))
@@ -104,6 +107,10 @@ AttentionOptions<float> widened_options(const AttentionOptions<T>& options, Tens
   wide.scale = options.scale;
   wide.enable_gqa = options.enable_gqa;
   wide.workspace = options.workspace;
+  wide.window = options.window;
+  wide.softcap = options.softcap;
+  wide.sinks = options.sinks;
+  wide.alibi_slopes = options.alibi_slopes;
   if (options.attn_mask.is_boolean()) {
     wide.attn_mask = options.attn_mask.boolean();
   } else if (options.attn_mask.is_additive()) {

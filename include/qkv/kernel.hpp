@@ -42,6 +42,7 @@
 #include <type_traits>
 
 #include "detail/attention_problem.hpp"
+#include "detail/attention_variant.hpp"
 #include "detail/packet_math.hpp"
 #include "parallel.hpp"
 
@@ -164,7 +165,9 @@ enum class FlashPath {
 
 /// The fused forward pass over one AttentionProblem; see the top of this file. Panels are
 /// NP packets wide: FlashBlocking's, or one for a few queries (the notebooks' 6).
-template <class Q, class KV, FlashPath Path, int NP = FlashBlocking<compute_t<Q>>::packets>
+/// V is the variant policy (attention_variant.hpp): NoVariant compiles to plain attention,
+/// every use of the policy being under `if constexpr`.
+template <class Q, class KV, FlashPath Path, int NP = FlashBlocking<compute_t<Q>>::packets, class V = NoVariant>
 class FlashAttention {
   using T = compute_t<Q>;
   using P = Packet<T>;
@@ -182,10 +185,11 @@ class FlashAttention {
  public:
   /// `threads`: how many threads will share the tasks; it sets how many query panels
   /// one task takes, not how any row is computed.
-  FlashAttention(const Problem& p, int threads)
-      : p_(p), key_tile_(round_up(flash_key_tile<T, W>(p.head_dim, p.value_dim))),
+  FlashAttention(const Problem& p, int threads, const V& variant = {})
+      : p_(p), variant_(variant), key_tile_(round_up(flash_key_tile<T, W>(p.head_dim, p.value_dim))),
         panels_((p.query_len + W - 1) / W), group_(panels_per_task(threads)),
-        groups_(group_ == 1 ? panels_ : (panels_ + group_ - 1) / group_) {}
+        groups_(group_ == 1 ? panels_ : (panels_ + group_ - 1) / group_), align_(p.alignment_offset()),
+        upper_(p.upper_offset()), lower_(p.lower_offset()) {}
 
   Index tasks() const noexcept { return p_.batch_count() * groups_; }
 
@@ -212,6 +216,11 @@ class FlashAttention {
   struct Scratch {
     Packed *qt, *st;
     T *ot, *m, *l, *alpha;
+    // Variants only: the batch element, its ALiBi slope (negated) and sink, and whether
+    // the user's mask must be asked pair by pair in the current tile.
+    Index batch = 0;
+    T neg_slope = 0, sink = 0;
+    bool partial = false;
   };
   // The K/V tile every panel of a task reads: the caller's memory, or its widened or
   // paired copy.
@@ -265,8 +274,8 @@ class FlashAttention {
   void run_panels(Index b, Index panel, Index count, char* scratch) const {
     const auto o = p_.offsets(b);
     Array<Scratch, max_group> w;
-    Array<Index, max_group> first, rows, key_end;
-    Index key_end_all = 0;
+    Array<Index, max_group> first, rows, key_end, key_begin;
+    Index key_end_all = 0, key_begin_all = 0;
     char* st = scratch + group_ * panel_bytes();
     char* kv = st + tile_bytes();
     for (Index k = 0; k < count; ++k) {
@@ -280,11 +289,18 @@ class FlashAttention {
       std::fill(w[k].m, w[k].m + W, -std::numeric_limits<T>::infinity());
       std::fill(w[k].l, w[k].l + W, T(0));
     }
-    for (Index key = 0; key < key_end_all; key += key_tile_) {
+    if constexpr (V::active) key_begin_all = variant_setup(b, count, first, key_begin, key_end, key_end_all, w);
+    for (Index key = key_begin_all; key < key_end_all; key += key_tile_) {
       const KvTile tile = load_tile(o, key, std::min(key_tile_, key_end_all - key), kv);
       for (Index k = 0; k < count; ++k) {
         if (key >= key_end[k]) continue;  // causal: tiles wholly above this panel's diagonal
         const Index n = std::min(key_tile_, key_end[k] - key);
+        if constexpr (V::active) {
+          if (key + n <= key_begin[k]) continue;  // window: tiles wholly left of this panel's
+          const TileVisibility seen = user_tile(variant_, p_, b, first[k], first[k] + rows[k], key, key + n);
+          if (seen == TileVisibility::hidden) continue;
+          w[k].partial = seen == TileVisibility::partial;
+        }
         scores(o, tile, first[k], key, n, w[k]);
         accumulate(tile, n, w[k]);
       }
@@ -292,6 +308,24 @@ class FlashAttention {
     for (Index k = 0; k < count; ++k) store(o, first[k], rows[k], w[k]);
     if (p_.logsumexp)
       for (Index k = 0; k < count; ++k) store_logsumexp(b, first[k], rows[k], w[k]);
+  }
+
+  // Variants: each panel's first visible key (the window's left side of its first row),
+  // its ALiBi slope and sink; returns the first key any panel sees. A panel that sees no
+  // key gets an empty range. Hidden tiles are then skipped by their indices, as causal ones.
+  Index variant_setup(Index b, Index count, const Array<Index, max_group>& first, Array<Index, max_group>& key_begin,
+                      Array<Index, max_group>& key_end, Index& key_end_all, Array<Scratch, max_group>& w) const {
+    Index key_begin_all = p_.key_len;
+    key_end_all = 0;
+    for (Index k = 0; k < count; ++k) {
+      key_begin[k] = p_.first_visible_key(first[k]);
+      if (key_begin[k] >= key_end[k]) key_begin[k] = key_end[k] = 0;
+      else key_begin_all = std::min(key_begin_all, key_begin[k]), key_end_all = std::max(key_end_all, key_end[k]);
+      w[k].batch = b;
+      w[k].neg_slope = p_.alibi_slopes ? -static_cast<T>(p_.alibi_slopes[p_.head(b)]) : T(0);
+      w[k].sink = p_.sinks ? static_cast<T>(p_.sinks[p_.head(b)]) : -std::numeric_limits<T>::infinity();
+    }
+    return key_end_all > 0 ? key_begin_all : 0;
   }
 
   // The n keys and values from `key` on, as the micro-kernels read them: in place, widened
@@ -393,6 +427,12 @@ class FlashAttention {
     } else {
       outer_block<Rows, NP, false, T>(acc, k, tile.k_row, tile.k_col, w.qt, W, p_.head_dim);
     }
+    if constexpr (V::active) {
+      modify_scores<Rows>(first, key, w, acc);
+      if (p_.mask_kind != MaskKind::none) apply_mask<Rows>(o, first, key, acc);
+      hide_outside<Rows>(first, key, w, acc);
+      return exponentiate<Rows>(acc, first, done, w);
+    }
     if (p_.mask_kind != MaskKind::none) apply_mask<Rows>(o, first, key, acc);
     // Causal: key j is hidden from query lane i when j > first + i + offset.
     const Index diagonal = key + Rows - 1 - first - p_.causal_offset();
@@ -407,6 +447,82 @@ class FlashAttention {
       }
     }
     exponentiate<Rows>(acc, first, done, w);
+  }
+
+  // Variants, on the block of scores in registers (lanes: queries first + p·lanes + i,
+  // rows: keys key + r): soft-capping cap·tanh(s / cap), the ALiBi bias
+  // −slope·|i + offset − j|, then the user's score modifier, lane by lane through memory
+  // (a simple modifier's loop vectorises) and only on lanes with a query.
+  template <int Rows>
+  void modify_scores(Index first, Index key, const Scratch& w, P (&acc)[extent<Rows>][extent<NP>]) const {
+    if (p_.softcap > 0) {
+      const P cap = simd::pset1<P>(p_.softcap), inv_cap = simd::pset1<P>(T(1) / p_.softcap);
+      for (int r = 0; r < Rows; ++r)
+        for (int p = 0; p < NP; ++p) acc[r][p] = simd::pmul(cap, ptanh(simd::pmul(acc[r][p], inv_cap)));
+    }
+    if (p_.alibi_slopes) {
+      const P neg_slope = simd::pset1<P>(w.neg_slope), lane = simd::plset<P>(T(0));
+      for (int r = 0; r < Rows; ++r)
+        for (int p = 0; p < NP; ++p) {
+          const P distance = simd::padd(lane, simd::pset1<P>(T(first + p * lanes + align_ - key - r)));
+          acc[r][p] = simd::pmadd(neg_slope, simd::pabs(distance), acc[r][p]);
+        }
+    }
+    if constexpr (V::has_score) {
+      const Index batch = w.batch / p_.num_heads, head = p_.head(w.batch);
+      alignas(64) Array<T, lanes> s;
+      for (int p = 0; p < NP; ++p) {
+        const Index q0 = first + p * lanes, live = std::min<Index>(lanes, p_.query_len - q0);
+        if (live <= 0) break;
+        for (int r = 0; r < Rows; ++r) {
+          simd::pstore(s, acc[r][p]);
+          if (live == lanes) {
+            for (int i = 0; i < lanes; ++i) s[i] = variant_.score(s[i], batch, head, q0 + i, key + r);
+          } else {
+            for (Index i = 0; i < live; ++i) s[i] = variant_.score(s[i], batch, head, q0 + i, key + r);
+          }
+          acc[r][p] = simd::pload<P>(s);
+        }
+      }
+    }
+  }
+
+  // Variants: −inf for the keys outside each query's window or causal diagonal, key j
+  // being visible from lane i when first + i + lower ≤ j ≤ first + i + upper, and where
+  // the user's mask says so on a partly visible tile. Blocks clear of both edges pay two
+  // comparisons.
+  template <int Rows>
+  void hide_outside(Index first, Index key, const Scratch& w, P (&acc)[extent<Rows>][extent<NP>]) const {
+    const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
+    const bool upper = key + Rows - 1 - first - upper_ > 0;  // a key right of some lane's range
+    const bool lower = key < first + W - 1 + lower_;         // a key left of some lane's range
+    if (upper || lower) {
+      for (int r = 0; r < Rows; ++r) {
+        const T hidden_below = T(key + r - first - upper_);  // lanes i < this see no key j
+        const T hidden_above = T(key + r - first - lower_);  // nor lanes i > this
+        for (int p = 0; p < NP; ++p) {
+          const P lane = simd::padd(simd::plset<P>(T(0)), simd::pset1<P>(T(p * lanes)));
+          P hide = simd::pcmp_lt(lane, simd::pset1<P>(hidden_below));
+          if (lower) hide = simd::por(hide, simd::pcmp_lt(simd::pset1<P>(hidden_above), lane));
+          acc[r][p] = simd::pselect(hide, neg_inf, acc[r][p]);
+        }
+      }
+    }
+    if constexpr (V::has_mask) {
+      if (!w.partial) return;
+      const Index batch = w.batch / p_.num_heads, head = p_.head(w.batch);
+      alignas(64) Array<T, lanes> s;
+      for (int p = 0; p < NP; ++p) {
+        const Index q0 = first + p * lanes, live = std::min<Index>(lanes, p_.query_len - q0);
+        if (live <= 0) break;
+        for (int r = 0; r < Rows; ++r) {
+          simd::pstore(s, acc[r][p]);
+          for (Index i = 0; i < live; ++i)
+            if (!variant_.visible(batch, head, q0 + i, key + r)) s[i] = -std::numeric_limits<T>::infinity();
+          acc[r][p] = simd::pload<P>(s);
+        }
+      }
+    }
   }
 
   // Adds the mask: the additive values, or −inf where a boolean mask is false.
@@ -557,7 +673,9 @@ class FlashAttention {
     for (Index i = 0; i < rows; ++i) {
       // (A row whose visible scores are all NaN also keeps m = −inf, but its l is NaN.)
       const bool hidden = w.m[i] == -std::numeric_limits<T>::infinity() && !std::isnan(w.l[i]);
-      const T inv_l = hidden ? T(0) : T(1) / w.l[i];
+      T inv_l = hidden ? T(0) : T(1) / w.l[i];
+      if constexpr (V::active)
+        if (!hidden && p_.sinks) inv_l = sink_share(w.m[i], w.l[i], w.sink) / w.l[i];
       Q* row = out + i * p_.out_row;
       const T* ot = w.ot + i;
       for (Index e = 0, dim = p_.value_dim, col = p_.out_col; e < dim; ++e)
@@ -571,45 +689,60 @@ class FlashAttention {
     for (Index i = 0; i < rows; ++i) {
       const bool hidden = w.m[i] == -std::numeric_limits<T>::infinity() && !std::isnan(w.l[i]);
       lse[i] = hidden ? -std::numeric_limits<T>::infinity() : w.m[i] + std::log(w.l[i]);
+      if constexpr (V::active)
+        if (!hidden && p_.sinks) lse[i] -= std::log(sink_share(w.m[i], w.l[i], w.sink));
     }
   }
 
+  // l / (l + e^(σ − m)): the share of a row's softmax that its keys keep beside the sink σ
+  // (m the row's reference, l its sum relative to m). Computed relative to max(m, σ), so
+  // that a sink far above the scores gives 0 rather than ∞/∞.
+  static T sink_share(T m, T l, T sink) {
+    const T top = std::max(m, sink);
+    const T kept = l * std::exp(m - top);
+    return kept / (kept + std::exp(sink - top));
+  }
+
   const Problem& p_;
+  V variant_;
   Index key_tile_;
   Index panels_;
   Index group_;   // query panels per task
   Index groups_;  // tasks per batch element
+  Index align_, upper_, lower_;  // variants: the alignment and the window's sides (AttentionProblem)
 };
 
-template <class Q, class KV, FlashPath Path, int NP>
-void run_flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace) {
-  const FlashAttention<Q, KV, Path, NP> kernel(p, get_num_threads());
+template <class Q, class KV, FlashPath Path, int NP, class V>
+void run_flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace, const V& variant) {
+  const FlashAttention<Q, KV, Path, NP, V> kernel(p, get_num_threads(), variant);
   const std::size_t bytes = kernel.scratch_bytes();
   parallel_for(kernel.tasks(), p.flops(), workspace, bytes,
                [&](std::ptrdiff_t task, void* scratch) { kernel.run_task(task, scratch); });
 }
 
-template <class Q, class KV, FlashPath Path>
-void run_flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace) {
+template <class Q, class KV, FlashPath Path, class V>
+void run_flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace, const V& variant) {
   using T = compute_t<Q>;
-  if (p.query_len <= FlashBlocking<T>::lanes) run_flash_attention<Q, KV, Path, 1>(p, workspace);
-  else run_flash_attention<Q, KV, Path, FlashBlocking<T>::packets>(p, workspace);
+  if (p.query_len <= FlashBlocking<T>::lanes) run_flash_attention<Q, KV, Path, 1>(p, workspace, variant);
+  else run_flash_attention<Q, KV, Path, FlashBlocking<T>::packets>(p, workspace, variant);
 }
 
 /// Runs the fused kernel over every (batch, query panel) task. Up to one packet of queries,
 /// panels one packet wide do half the work of FlashBlocking's on lanes without a query.
 /// (Each lane's arithmetic is the same in both, so the results are too.) bfloat16 inputs
 /// take vdpbf16ps where the target has it and the keys' rows are contiguous pairs along E.
-template <class Q, class KV>
-void flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace) {
+/// `variant` is the policy: NoVariant (plain attention) or a Variant, each its own kernel.
+template <class Q, class KV, class V = NoVariant>
+void flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace, const V& variant = {}) {
   if constexpr (std::is_same_v<KV, compute_t<Q>>) {
-    run_flash_attention<Q, KV, FlashPath::direct>(p, workspace);
+    run_flash_attention<Q, KV, FlashPath::direct>(p, workspace, variant);
   } else {
 #ifdef QKV_BF16_DOT
     if constexpr (std::is_same_v<Q, bfloat16> && std::is_same_v<KV, bfloat16>)
-      if (p.k_col == 1 && p.head_dim % 2 == 0) return run_flash_attention<Q, KV, FlashPath::bf16_dot>(p, workspace);
+      if (p.k_col == 1 && p.head_dim % 2 == 0)
+        return run_flash_attention<Q, KV, FlashPath::bf16_dot>(p, workspace, variant);
 #endif
-    run_flash_attention<Q, KV, FlashPath::widened>(p, workspace);
+    run_flash_attention<Q, KV, FlashPath::widened>(p, workspace, variant);
   }
 }
 

@@ -73,6 +73,15 @@ struct AttentionProblem {
   compute_type* logsumexp = nullptr;
   Causal causal = Causal::none;
 
+  // The variants (attention_variant.hpp); all off by default, and the fused and decode
+  // kernels instantiated for a call without them never read these.
+  Index num_heads = 1;             // query heads: the head of batch element b is b % num_heads
+  Index window_left = -1;          // sliding window, as flash-attn's window_size; -1 = unbounded
+  Index window_right = -1;
+  compute_type softcap = 0;        // s ← cap·tanh(s / cap) when > 0
+  const double* sinks = nullptr;   // one logit per head, in the softmax's denominator only
+  const double* alibi_slopes = nullptr;  // one slope per head: s −= slope·|i + offset − j|
+
   Index batch_count() const noexcept { return batch.numel(); }
 
   /// Floating-point operations of the two products, 2·L·S·(E + Ev) per batch element.
@@ -89,11 +98,34 @@ struct AttentionProblem {
     }
     return std::numeric_limits<Index>::max() / 2;
   }
-  /// Number of keys row i may see before the mask: min(S, max(0, i + offset + 1)).
+  /// Whether a built-in variant is on: such a call takes the kernels' variant instantiation.
+  bool has_variant() const noexcept {
+    return window_left >= 0 || window_right >= 0 || softcap > 0 || sinks || alibi_slopes;
+  }
+  /// Where query row i sits among the keys for windows and ALiBi: i + alignment_offset(),
+  /// 0 with upper-left causal masking, S − L otherwise (flash-attn's lower-right default).
+  Index alignment_offset() const noexcept { return causal == Causal::upper_left ? 0 : key_len - query_len; }
+  /// Key j is visible to row i only if j <= i + upper_offset(): causal, or the window's right side.
+  Index upper_offset() const noexcept {
+    if (causal != Causal::none || window_right < 0) return causal_offset();
+    return alignment_offset() + window_right;
+  }
+  /// Key j is visible to row i only if j >= i + lower_offset(): the window's left side.
+  Index lower_offset() const noexcept {
+    return window_left < 0 ? -(std::numeric_limits<Index>::max() / 2) : alignment_offset() - window_left;
+  }
+  /// One past the last key row i may see before the mask: min(S, max(0, i + upper + 1)).
   Index visible_keys(Index row) const noexcept {
-    const Index n = row + causal_offset() + 1;
+    const Index n = row + upper_offset() + 1;
     return n < 0 ? 0 : (n > key_len ? key_len : n);
   }
+  /// The first key row i may see: min(S, max(0, i + lower)); 0 without a window.
+  Index first_visible_key(Index row) const noexcept {
+    const Index n = row + lower_offset();
+    return n < 0 ? 0 : (n > key_len ? key_len : n);
+  }
+  /// The head of batch element b (0 when the query has no head dimension).
+  Index head(Index b) const noexcept { return b % num_heads; }
 
   struct Offsets {
     Index q = 0, k = 0, v = 0, out = 0, mask = 0;

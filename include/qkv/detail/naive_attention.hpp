@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The textbook attention loop, one query row at a time: scores, mask, row softmax,
 // weighted sum of values. It is the readable reference beside the fused kernel, the
-// path that returns the weights.
+// path that returns the weights. Every variant is applied here directly from its formula.
 #pragma once
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "attention_problem.hpp"
+#include "attention_variant.hpp"
 #include "packet_math.hpp"
 
 namespace qkv::detail {
@@ -22,25 +23,28 @@ T round_to(T x) noexcept {
   else return x;
 }
 
-/// Scores of row `row` (scaled, masked, -inf where hidden) into `scores[0..S)`, in the
-/// compute type T. Returns the row maximum (-inf when every key is hidden).
-template <class Q, class KV, class T = compute_t<Q>>
-T naive_scores(const AttentionProblem<Q, KV>& p, const typename AttentionProblem<Q, KV>::Offsets& o,
-               Index row, T* scores) {
+/// Scores of row `row` of batch element b (scaled, modified, masked, -inf where hidden)
+/// into `scores[0..S)`, in the compute type T. Returns the row maximum (-inf when every
+/// key is hidden). Keys outside the causal diagonal or the window are hidden.
+template <class Q, class KV, class V = NoVariant, class T = compute_t<Q>>
+T naive_scores(const AttentionProblem<Q, KV>& p, const typename AttentionProblem<Q, KV>::Offsets& o, Index b,
+               Index row, T* scores, const V& variant = {}) {
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
   const Q* q = p.q + o.q + row * p.q_row;
-  const Index visible = p.visible_keys(row);
+  const Index begin = p.first_visible_key(row), visible = p.visible_keys(row);
   T row_max = neg_inf;
   for (Index j = 0; j < p.key_len; ++j) {
     T s = neg_inf;
-    if (j < visible) {
+    if (j >= begin && j < visible) {
       const KV* k = p.k + o.k + j * p.k_row;
       T dot = 0;
       for (Index e = 0; e < p.head_dim; ++e) dot += static_cast<T>(q[e * p.q_col]) * static_cast<T>(k[e * p.k_col]);
       s = dot * p.scale;
+      if constexpr (V::active) s = modified_score(variant, p, b, row, j, s);
       const Index m = o.mask + row * p.mask_row + j * p.mask_col;
       if (p.mask_kind == MaskKind::boolean && !p.bool_mask[m]) s = neg_inf;
       if (p.mask_kind == MaskKind::additive) s += static_cast<T>(p.additive_mask[m]);
+      if (!user_visible(variant, p, b, row, j)) s = neg_inf;
     }
     scores[j] = s;
     row_max = std::max(row_max, s);
@@ -52,9 +56,11 @@ T naive_scores(const AttentionProblem<Q, KV>& p, const typename AttentionProblem
 /// not null it receives the (batch..., L, S) softmax weights, contiguous. A row whose
 /// keys are all hidden has no softmax: its output and weights are zeros. For 16-bit
 /// inputs the weights are rounded to their type before the product with V, as PyTorch's
-/// math path does; everything else is computed in float.
-template <class Q, class KV>
-void naive_attention(const AttentionProblem<Q, KV>& p, Q* weights) {
+/// math path does; everything else is computed in float. With a sink σ the denominator
+/// gains e^σ (the softmax then runs relative to max(row max, σ)) and the row sums to
+/// less than 1.
+template <class Q, class KV, class V = NoVariant>
+void naive_attention(const AttentionProblem<Q, KV>& p, Q* weights, const V& variant = {}) {
   using T = compute_t<Q>;
   // The calling thread's reusable scratch: tiny calls (the notebooks' 6 × 3) must not pay
   // for an allocation.
@@ -69,8 +75,11 @@ void naive_attention(const AttentionProblem<Q, KV>& p, Q* weights) {
   for (Index b = 0; b < p.batch_count(); ++b) {
     const auto o = p.offsets(b);
     for (Index i = 0; i < p.query_len; ++i) {
-      const T row_max = naive_scores(p, o, i, scores);
+      T row_max = naive_scores(p, o, b, i, scores, variant);
       const bool hidden = row_max == -std::numeric_limits<T>::infinity();
+      T sink = -std::numeric_limits<T>::infinity();
+      if constexpr (V::active)
+        if (p.sinks && !hidden) sink = static_cast<T>(p.sinks[p.head(b)]), row_max = std::max(row_max, sink);
       std::fill(scores + p.key_len, scores + padded, -std::numeric_limits<T>::infinity());  // e^-inf = 0
       P sum = simd::pset1<P>(T(0));
       for (Index j = 0; j < padded; j += lanes) {
@@ -79,7 +88,9 @@ void naive_attention(const AttentionProblem<Q, KV>& p, Q* weights) {
         simd::pstore(scores + j, e);
         sum = simd::padd(sum, e);
       }
-      const T total = simd::predux(sum);
+      T total = simd::predux(sum);
+      if constexpr (V::active)
+        if (sink != -std::numeric_limits<T>::infinity()) total += exp_clamped(sink - row_max);
       const T inv_sum = hidden ? T(0) : T(1) / total;
       if (p.logsumexp) p.logsumexp[b * p.query_len + i] = hidden ? row_max : row_max + std::log(total);
       for (Index j = 0; j < p.key_len; ++j) scores[j] = round_to<Q>(scores[j] * inv_sum);

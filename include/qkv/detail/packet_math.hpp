@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 // SIMD building blocks of the attention kernels, on Eigen's packet primitives so that one
 // source runs on SSE, AVX2, AVX-512 and NEON: the packet type of T, the register budget,
-// a fast exponential for the softmax, loads that widen 16-bit values to float, and the
+// a fast exponential for the softmax, a tanh for logit soft-capping, loads that widen 16-bit values to float, and the
 // AVX512_BF16 dot product (vdpbf16ps), for which Eigen has no packet operation.
 #pragma once
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -85,6 +86,27 @@ EIGEN_STRONG_INLINE P pexp_clamped(const P& x) {
     // must contribute exactly nothing.
     const P e = simd::pexp(x);
     return simd::pselect(simd::pcmp_lt(x, simd::pset1<P>(T(-762.4618986159398))), simd::pset1<P>(T(0)), e);
+  }
+}
+
+/// tanh x lane by lane, for logit soft-capping (cap·tanh(s / cap)). Float: Eigen's
+/// rational approximation (a few ulps; exactly ±1 for |x| ≥ 7.9, where tanh rounds to ±1
+/// within 3 ulps), the one Eigen's own ptanh uses. Double, which Eigen does not vectorise:
+/// (1 − t) / (1 + t) with t = e^(−2|x|) and x's sign, within a few ulps of 1 in absolute
+/// error (the capped score is cap·tanh, so its error is a few ulps of the cap); ±inf give
+/// ±1 and NaN stays NaN.
+template <class P>
+EIGEN_STRONG_INLINE P ptanh(const P& x) {
+  using T = typename simd::unpacket_traits<P>::type;
+  if constexpr (simd::unpacket_traits<P>::size == 1) {
+    return std::tanh(x);
+  } else if constexpr (std::is_same_v<T, float>) {
+    return simd::generic_fast_tanh_float(x);
+  } else {
+    const P one = simd::pset1<P>(T(1));
+    const P t = simd::pexp(simd::pmul(simd::pset1<P>(T(-2)), simd::pabs(x)));
+    const P r = simd::pdiv(simd::psub(one, t), simd::padd(one, t));
+    return simd::pselect(simd::pcmp_lt(x, simd::pset1<P>(T(0))), simd::pnegate(r), r);
   }
 }
 

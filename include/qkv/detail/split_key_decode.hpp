@@ -16,6 +16,9 @@
 // bitwise identical for any thread count. Memory: (Ev + 2) partial values per row and
 // chunk, plus C scores per thread. A row that may see no key gives zeros. A 16-bit cache
 // is read as it is, half the bytes of float, and widened to float in registers.
+// Variants (attention_variant.hpp) modify the chunk's scores in packets before the masks;
+// with a window the chunks start at the first key any row sees, so only the keys of the
+// window are read; a sink joins the denominator when the chunks are combined.
 #pragma once
 
 #include <algorithm>
@@ -24,13 +27,14 @@
 #include <limits>
 
 #include "attention_problem.hpp"
+#include "attention_variant.hpp"
 #include "naive_attention.hpp"
 #include "packet_math.hpp"
 #include "../parallel.hpp"
 
 namespace qkv::detail {
 
-template <class Q, class KV>
+template <class Q, class KV, class V = NoVariant>
 class SplitKeyDecode {
   using T = compute_t<Q>;
   using P = Packet<T>;
@@ -45,10 +49,11 @@ class SplitKeyDecode {
   static constexpr bool by_parity = widens_pairs_by_parity<P, KV>;
 
  public:
-  SplitKeyDecode(const Problem& p, Index chunk)
-      : p_(p), chunk_(chunk),
+  SplitKeyDecode(const Problem& p, Index chunk, const V& variant = {})
+      : p_(p), variant_(variant), chunk_(chunk),
+        key_begin_(V::active && p.query_len > 0 ? std::min(p.first_visible_key(0), p.visible_keys(p.query_len - 1)) : 0),
         key_end_(p.query_len > 0 ? p.visible_keys(p.query_len - 1) : 0),
-        chunks_(std::max<Index>((key_end_ + chunk - 1) / chunk, 1)),
+        chunks_(std::max<Index>((key_end_ - key_begin_ + chunk - 1) / chunk, 1)),
         group_(p.head_axis >= 0 ? p.gqa_group : 1) {}
 
   Index tasks() const noexcept { return p_.batch_count() / group_ * chunks_; }
@@ -71,10 +76,11 @@ class SplitKeyDecode {
       const Index b = group * group_ + h;
       const auto o = p_.offsets(b);
       for (Index i = 0; i < p_.query_len; ++i) {
-        const Index first = chunk * chunk_;
-        const Index last = std::min(first + chunk_, p_.visible_keys(i));
+        Index first = chunk * chunk_;
+        const Index last = std::min(first + key_begin_ + chunk_, p_.visible_keys(i));
+        if constexpr (V::active) first = std::max(first + key_begin_, p_.first_visible_key(i));
         T* part = partial + ((b * p_.query_len + i) * chunks_ + chunk) * partial_size();
-        chunk_softmax(o, i, first, last, q, scores, part);
+        chunk_softmax(o, b, i, first, last, q, scores, part);
       }
     }
   }
@@ -94,6 +100,14 @@ class SplitKeyDecode {
       return;
     }
     T l = 0;
+    if constexpr (V::active) {
+      // A sink σ: the chunks are weighed relative to max(M, σ), and e^σ joins l.
+      if (p_.sinks) {
+        const T sink = static_cast<T>(p_.sinks[p_.head(b)]);
+        m = std::max(m, sink);
+        l = exp_clamped(sink - m);
+      }
+    }
     for (Index c = 0; c < chunks_; ++c) {
       T* pc = part + c * partial_size();
       pc[0] = pc[0] == -std::numeric_limits<T>::infinity() ? T(0) : exp_clamped(pc[0] - m);
@@ -119,7 +133,7 @@ class SplitKeyDecode {
   Index partial_size() const noexcept { return p_.value_dim + 2; }  // m, l, o[Ev]
   static Index round_up(Index n) noexcept { return (n + 15) / 16 * 16; }
 
-  void chunk_softmax(const Offsets& o, Index i, Index first, Index last, T* q, T* scores, T* part) const {
+  void chunk_softmax(const Offsets& o, Index b, Index i, Index first, Index last, T* q, T* scores, T* part) const {
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
     part[0] = neg_inf, part[1] = T(0);
     std::fill(part + 2, part + partial_size(), T(0));
@@ -136,6 +150,7 @@ class SplitKeyDecode {
       dots<streams>(q, k, run * p_.k_row, scores + j, run);
     }
     for (Index j = streams * run; j < n; ++j) dots<1>(q, p_.k + o.k + (first + j) * p_.k_row, 0, scores + j, 0);
+    if constexpr (V::active) modify_scores(b, i, first, n, scores);
     T m = neg_inf;
     for (Index j = 0; j < n; ++j) {
       T s = scores[j];
@@ -144,6 +159,8 @@ class SplitKeyDecode {
         if (p_.mask_kind == MaskKind::boolean) s = p_.bool_mask[at] ? s : neg_inf;
         else s += static_cast<T>(p_.additive_mask[at]);
       }
+      if constexpr (V::has_mask)
+        if (!variant_.visible(b / p_.num_heads, p_.head(b), i, first + j)) s = neg_inf;
       scores[j] = s;
       m = nan_max(m, s);
     }
@@ -151,6 +168,35 @@ class SplitKeyDecode {
     if (m == neg_inf) return;
     part[1] = exponentiate(scores, n, m);
     weighted_values(o, first, n, scores, part + 2);
+  }
+
+  // Variants: scores[j] (key first + j, query i of batch element b) soft-capped, biased by
+  // ALiBi, then given to the user's modifier; in packets where the formula allows.
+  void modify_scores(Index b, Index i, Index first, Index n, T* scores) const {
+    Index j = 0;
+    if (p_.softcap > 0) {
+      const P cap = simd::pset1<P>(p_.softcap), inv_cap = simd::pset1<P>(T(1) / p_.softcap);
+      for (; j + lanes <= n; j += lanes)
+        simd::pstore(scores + j, simd::pmul(cap, ptanh(simd::pmul(simd::pload<P>(scores + j), inv_cap))));
+      for (; j < n; ++j) scores[j] = p_.softcap * std::tanh(scores[j] / p_.softcap);
+    }
+    if (p_.alibi_slopes) {
+      // −slope·|i + offset − (first + j)|, the distance falling by one per key.
+      const P neg_slope = simd::pset1<P>(-static_cast<T>(p_.alibi_slopes[p_.head(b)]));
+      const P step = simd::pset1<P>(T(lanes)), lane = simd::plset<P>(T(0));
+      const Index start = i + p_.alignment_offset() - first;
+      P distance = simd::psub(simd::pset1<P>(T(start)), lane);
+      for (j = 0; j + lanes <= n; j += lanes, distance = simd::psub(distance, step))
+        simd::pstore(scores + j, simd::pmadd(neg_slope, simd::pabs(distance), simd::pload<P>(scores + j)));
+      for (; j < n; ++j) {
+        const Index d = start - j;
+        scores[j] -= static_cast<T>(p_.alibi_slopes[p_.head(b)]) * static_cast<T>(d < 0 ? -d : d);
+      }
+    }
+    if constexpr (V::has_score) {
+      const Index batch = b / p_.num_heads, head = p_.head(b);
+      for (j = 0; j < n; ++j) scores[j] = variant_.score(scores[j], batch, head, i, first + j);
+    }
   }
 
   // out[s·out_step] = q·k_s for the N keys k_s = k + s·k_step.
@@ -272,17 +318,20 @@ class SplitKeyDecode {
   }
 
   const Problem& p_;
+  V variant_;
   Index chunk_;
+  Index key_begin_;  // the first key any row sees: 0, or the window's left side
   Index key_end_;
   Index chunks_;
   Index group_;
 };
 
 /// Runs the split-key decode kernel: partial softmaxes per chunk, then their combination.
-template <class Q, class KV>
-void split_key_decode(const AttentionProblem<Q, KV>& p, Index chunk, AttentionWorkspace* workspace) {
+template <class Q, class KV, class V = NoVariant>
+void split_key_decode(const AttentionProblem<Q, KV>& p, Index chunk, AttentionWorkspace* workspace,
+                      const V& variant = {}) {
   using T = compute_t<Q>;
-  const SplitKeyDecode<Q, KV> kernel(p, chunk);
+  const SplitKeyDecode<Q, KV, V> kernel(p, chunk, variant);
   T* partial = static_cast<T*>(call_scratch(workspace, kernel.partial_bytes()));
   const std::size_t bytes = kernel.scratch_bytes();
   parallel_for(kernel.tasks(), p.flops(), workspace, bytes, [&](std::ptrdiff_t task, void* scratch) {
