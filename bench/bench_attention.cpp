@@ -19,6 +19,15 @@
 //   BM_decode_bf16kv, BM_decode_f16kv /threads:{1,2}   the same with K and V in bfloat16
 //                                  or half under float queries (a 16-bit KV cache)
 //   BM_notebook                    the 6 × 3 input of the notebooks, ns per call
+//   BM_variant/<kind>/L:4096/E:{64,128}/threads:{1,2}   H = 8, full, each attention variant
+//                                  (softcap 30, sinks, ALiBi, a user's relative-position
+//                                  bias from a table) beside kind "plain" in the same run
+//   BM_variant/{plain,window}/L:32768/E:64/causal/threads:{1,2}   H = 1, a window of 4096
+//                                  keys against the plain causal kernel; GFLOP/s of the
+//                                  visible pairs only
+//   BM_variant_decode/<kind>/threads:{1,2}   decode (L = 1, S = 4096, E = 128, H = 32) with
+//                                  each variant; GB/s of the keys it reads (a window of
+//                                  1024 reads a quarter of them)
 //
 // Convention (the one ggml's peer benchmark uses): a full pass is 4·L·S·E·H floating-point
 // operations (the two products), a causal one half that; decode reports GB/s of K and V read.
@@ -563,6 +572,124 @@ void BM_long_causal(benchmark::State& state, int threads) {
   state.counters["other%"] = child.other_percent;
 }
 
+// ---- variants ------------------------------------------------------------------------
+
+enum class VariantKind { plain, softcap, sinks, alibi, score_table, window };
+
+const char* variant_name(VariantKind k) {
+  switch (k) {
+    case VariantKind::plain: return "plain";
+    case VariantKind::softcap: return "softcap";
+    case VariantKind::sinks: return "sinks";
+    case VariantKind::alibi: return "alibi";
+    case VariantKind::score_table: return "score_table";
+    case VariantKind::window: return "window";
+  }
+  return "?";
+}
+
+constexpr Index bench_window = 4096;         // prefill: keys i − 4095 … i
+constexpr Index bench_decode_window = 1024;  // decode: the last 1024 keys
+
+/// A relative-position bias per (head, clamped distance) read from a small table, as T5's:
+/// the user-defined score modifier.
+struct TableBias {
+  const float* table;  // (heads, 2·max_distance + 1)
+  Index max_distance;
+  float operator()(float s, Index, Index head, Index i, Index j) const {
+    const Index d = std::clamp<Index>(i - j, -max_distance, max_distance) + max_distance;
+    return s + table[head * (2 * max_distance + 1) + d];
+  }
+};
+
+const std::vector<float>& bias_table(Index heads, Index max_distance) {
+  static std::vector<float> table;
+  table.resize(std::size_t(heads * (2 * max_distance + 1)));
+  for (std::size_t i = 0; i < table.size(); ++i) table[i] = float(i % 17) / 17.0f - 0.5f;
+  return table;
+}
+
+qkv::AttentionOptions<float> variant_options(VariantKind kind, const Case& c, Index window) {
+  qkv::AttentionOptions<float> o = options_for(c);
+  if (kind == VariantKind::softcap) o.softcap = 30.0;  // Gemma 2's attention cap (50) bites less on uniform inputs
+  if (kind == VariantKind::sinks) o.sinks.assign(std::size_t(c.heads), 0.5);
+  if (kind == VariantKind::alibi) o.alibi_slopes = qkv::alibi_slopes(c.heads);
+  if (kind == VariantKind::window) o.window.left = window - 1;
+  return o;
+}
+
+/// One call of `kind` into out.
+void run_variant(VariantKind kind, const Case& c, Index window, const Inputs& in, Tensor<float>& out) {
+  const auto options = variant_options(kind, c, window);
+  if (kind == VariantKind::score_table) {
+    const TableBias bias{bias_table(c.heads, 128).data(), 128};
+    out = qkv::scaled_dot_product_attention(in.q, in.k, in.v, options, qkv::score_mod(bias));
+  } else {
+    qkv::scaled_dot_product_attention_out(out.view(), in.q, in.k, in.v, options);
+  }
+}
+
+/// Checks the variant's kernel at these flags (packet widths, the user's modifier inlined)
+/// on a small case of the same kind against the reference loop, which applies each
+/// variant from its formula; stops the program if they differ.
+void check_variant(VariantKind kind, const Case& c, Index window) {
+  static std::set<std::pair<int, Index>> checked;
+  if (!checked.insert({int(kind), c.head_dim}).second) return;
+  Case small = c;
+  small.heads = std::min<Index>(c.heads, 2), small.query_len = small.key_len = 777;
+  const Inputs in = random_inputs(small);
+  Tensor<float> fused(small.shape(small.query_len)), naive(small.shape(small.query_len));
+  run_variant(kind, small, std::min<Index>(window, 100), in, fused);
+  auto& config = qkv::detail::kernel_config();
+  const double saved = config.naive_max_flops;
+  config.naive_max_flops = std::numeric_limits<double>::infinity();
+  run_variant(kind, small, std::min<Index>(window, 100), in, naive);
+  config.naive_max_flops = saved;
+  check_close(std::string("BM_variant/") + variant_name(kind), fused, naive, 1e-4);
+}
+
+/// Visible (query, key) pairs of a causal pass of L = S rows with a window of w keys.
+double window_pairs(Index len, Index w) {
+  const double full = double(std::min(len, w));
+  return full * (full + 1) / 2 + double(len - std::min(len, w)) * double(w);
+}
+
+void BM_variant(benchmark::State& state, VariantKind kind, const Case& c, Index window, int threads) {
+  if (!enough_threads(state, threads)) return;
+  use_threads(threads);
+  check_variant(kind, c, window);
+  const Inputs in = random_inputs(c);
+  Tensor<float> out(c.shape(c.query_len));
+  run_variant(kind, c, window, in, out);
+  const LoadMeter load;
+  for (auto _ : state) {
+    run_variant(kind, c, window, in, out);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const double pairs = kind == VariantKind::window ? window_pairs(c.query_len, window)
+                                                   : c.flops() / (4.0 * double(c.head_dim) * double(c.heads));
+  set_flops(state, 4.0 * pairs * double(c.head_dim) * double(c.heads));
+  load.report(state);
+}
+
+void BM_variant_decode(benchmark::State& state, VariantKind kind, const Case& c, int threads) {
+  if (!enough_threads(state, threads)) return;
+  use_threads(threads);
+  const Inputs in = random_inputs(c);
+  Tensor<float> out(c.shape(c.query_len));
+  run_variant(kind, c, bench_decode_window, in, out);
+  const LoadMeter load;
+  for (auto _ : state) {
+    run_variant(kind, c, bench_decode_window, in, out);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const double keys = kind == VariantKind::window ? double(bench_decode_window) : double(c.key_len);
+  set_bytes(state, c.kv_bytes() * keys / double(c.key_len));
+  load.report(state);
+}
+
 // ---- registration ----------------------------------------------------------------------
 
 /// What the summary shows for one row and where its figures come from (benchmark names).
@@ -667,6 +794,41 @@ void register_half_prefill(const Case& float_case) {
   }
 }
 
+/// Each variant right after the plain kernel on the same case, so that they share the
+/// machine's state; their ratio is the target.
+void register_variants() {
+  const auto add_variant = [](VariantKind kind, const Case& c, Index window, int threads, const std::string& args) {
+    const std::string name = std::string("BM_variant/") + variant_name(kind) + args;
+    add_repeated(name, [kind, c, window, threads](benchmark::State& s) { BM_variant(s, kind, c, window, threads); })
+        ->UseRealTime()->Unit(benchmark::kMillisecond);
+  };
+  for (Index E : {64, 128})
+    for (int threads : {1, 2}) {
+      const Case c{8, 4096, 4096, E, false};
+      const std::string args = "/L:4096/E:" + std::to_string(E) + "/threads:" + std::to_string(threads);
+      for (VariantKind kind : {VariantKind::plain, VariantKind::softcap, VariantKind::sinks, VariantKind::alibi,
+                               VariantKind::score_table})
+        add_variant(kind, c, 0, threads, args);
+    }
+  for (int threads : {1, 2}) {
+    const Case c{1, 32768, 32768, 64, true};
+    const std::string args = "/L:32768/E:64/causal/threads:" + std::to_string(threads);
+    for (VariantKind kind : {VariantKind::plain, VariantKind::window}) {
+      const std::string name = std::string("BM_variant/") + variant_name(kind) + args;
+      add(name, [kind, c, threads](benchmark::State& s) { BM_variant(s, kind, c, bench_window, threads); })
+          ->UseRealTime()->Unit(benchmark::kMillisecond)->Repetitions(3)->DisplayAggregatesOnly(true);
+    }
+  }
+  const Case decode{32, 1, 4096, 128, false};
+  for (int threads : {1, 2})
+    for (VariantKind kind : {VariantKind::plain, VariantKind::softcap, VariantKind::sinks, VariantKind::alibi,
+                             VariantKind::score_table, VariantKind::window}) {
+      const std::string name = std::string("BM_variant_decode/") + variant_name(kind) + "/threads:" + std::to_string(threads);
+      add_repeated(name, [kind, decode, threads](benchmark::State& s) { BM_variant_decode(s, kind, decode, threads); })
+          ->UseRealTime()->Unit(benchmark::kMicrosecond);
+    }
+}
+
 void register_benchmarks() {
   register_limits();
   for (Index L : {512, 2048, 4096})
@@ -714,6 +876,7 @@ void register_benchmarks() {
   };
   add_half_decode(qkv::bfloat16{});
   add_half_decode(qkv::half{});
+  register_variants();
   add_repeated("BM_notebook", BM_notebook)->UseRealTime()->Unit(benchmark::kNanosecond);
   rows().push_back({Row::notebook, "notebook 003, 6×3, q=k=v=x", 1, Case{1, 6, 6, 3, false}, "BM_notebook", "", ""});
 }

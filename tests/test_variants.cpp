@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -349,6 +350,80 @@ TYPED_TEST(VariantTest, WindowReadsOnlyItsKeys) {
   }
   const Tensor<T> out = qkv::scaled_dot_product_attention(q, k, v, options);
   EXPECT_LE(normwise_error(out, ref), tolerance<T>(4.0));
+}
+
+// A relative-position bias per (head, distance) from a small table, as T5 and the issue's
+// benchmark; generic, so that the reference calls it in long double.
+struct RelativeBias {
+  const std::vector<double>* table;  // (heads, 2·max_distance + 1)
+  Index max_distance;
+  template <class S>
+  S operator()(S s, Index batch, Index head, Index i, Index j) const {
+    const Index d = std::clamp<Index>(i - j, -max_distance, max_distance) + max_distance;
+    return s + static_cast<S>((*table)[std::size_t(head * (2 * max_distance + 1) + d)]) + S(0.25) * S(batch);
+  }
+};
+
+// Documents packed in one sequence: a key is visible from a query of the same document.
+// With the tile form, tiles between different documents are skipped and tiles within one
+// document take the unmasked path.
+struct SameDocument {
+  const std::vector<Index>* doc;  // document of each position, non-decreasing
+  bool operator()(Index, Index, Index i, Index j) const { return (*doc)[std::size_t(i)] == (*doc)[std::size_t(j)]; }
+  qkv::TileVisibility tile(Index, Index, Index q_begin, Index q_end, Index kv_begin, Index kv_end) const {
+    const Index q_first = (*doc)[std::size_t(q_begin)], q_last = (*doc)[std::size_t(q_end - 1)];
+    const Index k_first = (*doc)[std::size_t(kv_begin)], k_last = (*doc)[std::size_t(kv_end - 1)];
+    if (q_last < k_first || k_last < q_first) return qkv::TileVisibility::hidden;
+    if (q_first == q_last && k_first == k_last) return qkv::TileVisibility::visible;
+    return qkv::TileVisibility::partial;
+  }
+};
+
+// The same predicate without a tile form: every pair is asked.
+struct SameDocumentPairs {
+  const std::vector<Index>* doc;
+  bool operator()(Index b, Index h, Index i, Index j) const { return SameDocument{doc}(b, h, i, j); }
+};
+
+TYPED_TEST(VariantTest, UserScoreAndMaskMatchTheFormulas) {
+  using T = typename TypeParam::Scalar;
+  qkv::test::ForcePath force(TypeParam::path);
+  std::mt19937 gen(17);
+  const Index H = 3, L = 29, E = 8, max_distance = 6;
+  std::vector<double> table(std::size_t(H * (2 * max_distance + 1)));
+  for (double& x : table) x = std::uniform_real_distribution<double>(-2.0, 2.0)(gen);
+  std::vector<Index> doc(static_cast<std::size_t>(L));
+  for (Index i = 0; i < L; ++i) doc[std::size_t(i)] = i < 3 ? 0 : i < 4 ? 1 : i < 17 ? 2 : 3;  // one of one token
+  const RelativeBias bias{&table, max_distance};
+  const auto q = qkv::to<T>(random_tensor<double>({2, H, L, E}, gen));
+  const auto k = qkv::to<T>(random_tensor<double>({2, H, L, E}, gen));
+  const auto v = qkv::to<T>(random_tensor<double>({2, H, L, 5}, gen));
+  for (int trial = 0; trial < 8; ++trial) {
+    AttentionOptions<T> options;
+    options.causal = trial % 2 ? Causal::upper_left : Causal::none;
+    if (trial % 4 >= 2) options.softcap = 3.0, options.window = {5, -1};
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    const double bound = 8.0;
+    if (trial < 4) {
+      const Tensor<T> out = qkv::scaled_dot_product_attention(q, k, v, options, qkv::score_mod(bias));
+      EXPECT_LE(normwise_error(out, variant_reference(q, k, v, options, nullptr, bias)), tolerance<T>(bound));
+    } else {
+      const SameDocument same{&doc};
+      const Tensor<T> out = qkv::scaled_dot_product_attention(q, k, v, options, qkv::modifiers(bias, same));
+      const Tensor<double> ref = variant_reference(q, k, v, options, nullptr, bias, same);
+      EXPECT_LE(normwise_error(out, ref), tolerance<T>(bound));
+      const Tensor<T> pairs =
+          qkv::scaled_dot_product_attention(q, k, v, options, qkv::mask_mod(SameDocumentPairs{&doc}));
+      EXPECT_LE(normwise_error(pairs, variant_reference(q, k, v, options, nullptr, NoScore{}, same)),
+                tolerance<T>(bound));
+      if (TypeParam::path == Path::naive) {
+        const auto result = qkv::scaled_dot_product_attention_with_weights(q, k, v, options, qkv::modifiers(bias, same));
+        Tensor<double> ref_weights;
+        (void)variant_reference(q, k, v, options, &ref_weights, bias, same);
+        EXPECT_LE(normwise_error(result.weights, ref_weights), tolerance<T>(bound));
+      }
+    }
+  }
 }
 
 TEST(AlibiSlopes, PowersOfTwoAndBloomsRule) {
