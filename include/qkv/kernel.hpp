@@ -186,10 +186,9 @@ class FlashAttention {
   /// `threads`: how many threads will share the tasks; it sets how many query panels
   /// one task takes, not how any row is computed.
   FlashAttention(const Problem& p, int threads, const V& variant = {})
-      : p_(p), variant_(variant), key_tile_(round_up(flash_key_tile<T, W>(p.head_dim, p.value_dim))),
+      : p_(p), key_tile_(round_up(flash_key_tile<T, W>(p.head_dim, p.value_dim))),
         panels_((p.query_len + W - 1) / W), group_(panels_per_task(threads)),
-        groups_(group_ == 1 ? panels_ : (panels_ + group_ - 1) / group_), align_(p.alignment_offset()),
-        upper_(p.upper_offset()), lower_(p.lower_offset()) {}
+        groups_(group_ == 1 ? panels_ : (panels_ + group_ - 1) / group_), vx_(variant_data(p, variant)) {}
 
   Index tasks() const noexcept { return p_.batch_count() * groups_; }
 
@@ -213,15 +212,30 @@ class FlashAttention {
   // below e^5 ≈ 148, far from overflow in l even for float and billions of keys.
   static constexpr double max_growth = 5;
 
-  struct Scratch {
-    Packed *qt, *st;
-    T *ot, *m, *l, *alpha;
-    // Variants only: the batch element, its ALiBi slope (negated) and sink, and whether
-    // the user's mask must be asked pair by pair in the current tile.
+  // Variants only, empty otherwise (so that the plain kernel's frame and registers are
+  // today's): per panel, the batch element, its ALiBi slope (negated) and sink, and
+  // whether the user's mask must be asked pair by pair in the current tile.
+  struct NoPanelVariant {};
+  struct PanelVariant {
     Index batch = 0;
     T neg_slope = 0, sink = 0;
     bool partial = false;
   };
+  struct Scratch : std::conditional_t<V::active, PanelVariant, NoPanelVariant> {
+    Packed *qt, *st;
+    T *ot, *m, *l, *alpha;
+  };
+  // Per call: the policy, the alignment and the window's sides (AttentionProblem).
+  struct NoCallVariant {};
+  struct CallVariant {
+    V variant;
+    Index align, upper, lower;
+  };
+  using CallData = std::conditional_t<V::active, CallVariant, NoCallVariant>;
+  static CallData variant_data(const Problem& p, const V& variant) {
+    if constexpr (V::active) return {variant, p.alignment_offset(), p.upper_offset(), p.lower_offset()};
+    else return {};
+  }
   // The K/V tile every panel of a task reads: the caller's memory, or its widened or
   // paired copy.
   struct KvTile {
@@ -274,7 +288,8 @@ class FlashAttention {
   void run_panels(Index b, Index panel, Index count, char* scratch) const {
     const auto o = p_.offsets(b);
     Array<Scratch, max_group> w;
-    Array<Index, max_group> first, rows, key_end, key_begin;
+    Array<Index, max_group> first, rows, key_end;
+    [[maybe_unused]] std::conditional_t<V::active, Array<Index, max_group>, char> key_begin;
     Index key_end_all = 0, key_begin_all = 0;
     char* st = scratch + group_ * panel_bytes();
     char* kv = st + tile_bytes();
@@ -297,7 +312,7 @@ class FlashAttention {
         const Index n = std::min(key_tile_, key_end[k] - key);
         if constexpr (V::active) {
           if (key + n <= key_begin[k]) continue;  // window: tiles wholly left of this panel's
-          const TileVisibility seen = user_tile(variant_, p_, b, first[k], first[k] + rows[k], key, key + n);
+          const TileVisibility seen = user_tile(vx_.variant, p_, b, first[k], first[k] + rows[k], key, key + n);
           if (seen == TileVisibility::hidden) continue;
           w[k].partial = seen == TileVisibility::partial;
         }
@@ -318,7 +333,8 @@ class FlashAttention {
     Index key_begin_all = p_.key_len;
     key_end_all = 0;
     for (Index k = 0; k < count; ++k) {
-      key_begin[k] = p_.first_visible_key(first[k]);
+      key_end[k] = p_.key_end(first[k] + std::min(W, p_.query_len - first[k]) - 1);
+      key_begin[k] = p_.key_begin(first[k]);
       if (key_begin[k] >= key_end[k]) key_begin[k] = key_end[k] = 0;
       else key_begin_all = std::min(key_begin_all, key_begin[k]), key_end_all = std::max(key_end_all, key_end[k]);
       w[k].batch = b;
@@ -464,7 +480,7 @@ class FlashAttention {
       const P neg_slope = simd::pset1<P>(w.neg_slope), lane = simd::plset<P>(T(0));
       for (int r = 0; r < Rows; ++r)
         for (int p = 0; p < NP; ++p) {
-          const P distance = simd::padd(lane, simd::pset1<P>(T(first + p * lanes + align_ - key - r)));
+          const P distance = simd::padd(lane, simd::pset1<P>(T(first + p * lanes + vx_.align - key - r)));
           acc[r][p] = simd::pmadd(neg_slope, simd::pabs(distance), acc[r][p]);
         }
     }
@@ -477,9 +493,9 @@ class FlashAttention {
         for (int r = 0; r < Rows; ++r) {
           simd::pstore(s, acc[r][p]);
           if (live == lanes) {
-            for (int i = 0; i < lanes; ++i) s[i] = variant_.score(s[i], batch, head, q0 + i, key + r);
+            for (int i = 0; i < lanes; ++i) s[i] = vx_.variant.score(s[i], batch, head, q0 + i, key + r);
           } else {
-            for (Index i = 0; i < live; ++i) s[i] = variant_.score(s[i], batch, head, q0 + i, key + r);
+            for (Index i = 0; i < live; ++i) s[i] = vx_.variant.score(s[i], batch, head, q0 + i, key + r);
           }
           acc[r][p] = simd::pload<P>(s);
         }
@@ -494,12 +510,13 @@ class FlashAttention {
   template <int Rows>
   void hide_outside(Index first, Index key, const Scratch& w, P (&acc)[extent<Rows>][extent<NP>]) const {
     const P neg_inf = simd::pset1<P>(-std::numeric_limits<T>::infinity());
-    const bool upper = key + Rows - 1 - first - upper_ > 0;  // a key right of some lane's range
-    const bool lower = key < first + W - 1 + lower_;         // a key left of some lane's range
+    const Index upper_offset = vx_.upper, lower_offset = vx_.lower;
+    const bool upper = key + Rows - 1 - first - upper_offset > 0;  // a key right of some lane's range
+    const bool lower = key < first + W - 1 + lower_offset;         // a key left of some lane's range
     if (upper || lower) {
       for (int r = 0; r < Rows; ++r) {
-        const T hidden_below = T(key + r - first - upper_);  // lanes i < this see no key j
-        const T hidden_above = T(key + r - first - lower_);  // nor lanes i > this
+        const T hidden_below = T(key + r - first - upper_offset);  // lanes i < this see no key j
+        const T hidden_above = T(key + r - first - lower_offset);  // nor lanes i > this
         for (int p = 0; p < NP; ++p) {
           const P lane = simd::padd(simd::plset<P>(T(0)), simd::pset1<P>(T(p * lanes)));
           P hide = simd::pcmp_lt(lane, simd::pset1<P>(hidden_below));
@@ -518,7 +535,7 @@ class FlashAttention {
         for (int r = 0; r < Rows; ++r) {
           simd::pstore(s, acc[r][p]);
           for (Index i = 0; i < live; ++i)
-            if (!variant_.visible(batch, head, q0 + i, key + r)) s[i] = -std::numeric_limits<T>::infinity();
+            if (!vx_.variant.visible(batch, head, q0 + i, key + r)) s[i] = -std::numeric_limits<T>::infinity();
           acc[r][p] = simd::pload<P>(s);
         }
       }
@@ -704,12 +721,11 @@ class FlashAttention {
   }
 
   const Problem& p_;
-  V variant_;
   Index key_tile_;
   Index panels_;
   Index group_;   // query panels per task
   Index groups_;  // tasks per batch element
-  Index align_, upper_, lower_;  // variants: the alignment and the window's sides (AttentionProblem)
+  CallData vx_;   // variants only; last, so that the plain kernel's members keep their offsets
 };
 
 template <class Q, class KV, FlashPath Path, int NP, class V>

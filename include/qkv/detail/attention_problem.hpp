@@ -114,13 +114,20 @@ struct AttentionProblem {
   Index lower_offset() const noexcept {
     return window_left < 0 ? -(std::numeric_limits<Index>::max() / 2) : alignment_offset() - window_left;
   }
-  /// One past the last key row i may see before the mask: min(S, max(0, i + upper + 1)).
+  /// Number of keys row i may see before the mask: min(S, max(0, i + offset + 1)).
+  /// Causal masking only: the plain kernels' bound.
   Index visible_keys(Index row) const noexcept {
+    const Index n = row + causal_offset() + 1;
+    return n < 0 ? 0 : (n > key_len ? key_len : n);
+  }
+  /// One past the last key row i may see before the mask, the window included:
+  /// min(S, max(0, i + upper + 1)).
+  Index key_end(Index row) const noexcept {
     const Index n = row + upper_offset() + 1;
     return n < 0 ? 0 : (n > key_len ? key_len : n);
   }
   /// The first key row i may see: min(S, max(0, i + lower)); 0 without a window.
-  Index first_visible_key(Index row) const noexcept {
+  Index key_begin(Index row) const noexcept {
     const Index n = row + lower_offset();
     return n < 0 ? 0 : (n > key_len ? key_len : n);
   }

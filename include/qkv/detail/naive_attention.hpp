@@ -31,7 +31,7 @@ T naive_scores(const AttentionProblem<Q, KV>& p, const typename AttentionProblem
                Index row, T* scores, const V& variant = {}) {
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
   const Q* q = p.q + o.q + row * p.q_row;
-  const Index begin = p.first_visible_key(row), visible = p.visible_keys(row);
+  const Index begin = p.key_begin(row), visible = p.key_end(row);
   T row_max = neg_inf;
   for (Index j = 0; j < p.key_len; ++j) {
     T s = neg_inf;

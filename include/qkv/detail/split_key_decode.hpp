@@ -50,11 +50,10 @@ class SplitKeyDecode {
 
  public:
   SplitKeyDecode(const Problem& p, Index chunk, const V& variant = {})
-      : p_(p), variant_(variant), chunk_(chunk),
-        key_begin_(V::active && p.query_len > 0 ? std::min(p.first_visible_key(0), p.visible_keys(p.query_len - 1)) : 0),
-        key_end_(p.query_len > 0 ? p.visible_keys(p.query_len - 1) : 0),
-        chunks_(std::max<Index>((key_end_ - key_begin_ + chunk - 1) / chunk, 1)),
-        group_(p.head_axis >= 0 ? p.gqa_group : 1) {}
+      : p_(p), chunk_(chunk),
+        key_end_(p.query_len <= 0 ? 0 : V::active ? p.key_end(p.query_len - 1) : p.visible_keys(p.query_len - 1)),
+        chunks_(std::max<Index>((key_end_ - key_begin(p) + chunk - 1) / chunk, 1)),
+        group_(p.head_axis >= 0 ? p.gqa_group : 1), vx_{variant, key_begin(p)} {}
 
   Index tasks() const noexcept { return p_.batch_count() / group_ * chunks_; }
   Index rows() const noexcept { return p_.batch_count() * p_.query_len; }
@@ -76,11 +75,17 @@ class SplitKeyDecode {
       const Index b = group * group_ + h;
       const auto o = p_.offsets(b);
       for (Index i = 0; i < p_.query_len; ++i) {
-        Index first = chunk * chunk_;
-        const Index last = std::min(first + key_begin_ + chunk_, p_.visible_keys(i));
-        if constexpr (V::active) first = std::max(first + key_begin_, p_.first_visible_key(i));
         T* part = partial + ((b * p_.query_len + i) * chunks_ + chunk) * partial_size();
-        chunk_softmax(o, b, i, first, last, q, scores, part);
+        if constexpr (V::active) {
+          // Chunks from the first key any row sees; each row reads its window's keys only.
+          const Index first = chunk * chunk_ + vx_.key_begin;
+          const Index last = std::min(first + chunk_, p_.key_end(i));
+          chunk_softmax(BatchOffsets{o, b}, i, std::max(first, p_.key_begin(i)), last, q, scores, part);
+        } else {
+          const Index first = chunk * chunk_;
+          const Index last = std::min(first + chunk_, p_.visible_keys(i));
+          chunk_softmax(o, i, first, last, q, scores, part);
+        }
       }
     }
   }
@@ -133,7 +138,15 @@ class SplitKeyDecode {
   Index partial_size() const noexcept { return p_.value_dim + 2; }  // m, l, o[Ev]
   static Index round_up(Index n) noexcept { return (n + 15) / 16 * 16; }
 
-  void chunk_softmax(const Offsets& o, Index b, Index i, Index first, Index last, T* q, T* scores, T* part) const {
+  // b, the batch element, matters to variants only.
+  // Variants also need the batch element: they pass its offsets as a BatchOffsets. (Plain
+  // calls keep today's signature, an extra argument changes how the compilers inline it.)
+  struct BatchOffsets : Offsets {
+    Index b;
+  };
+
+  template <class O>
+  void chunk_softmax(const O& o, Index i, Index first, Index last, T* q, T* scores, T* part) const {
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
     part[0] = neg_inf, part[1] = T(0);
     std::fill(part + 2, part + partial_size(), T(0));
@@ -150,7 +163,7 @@ class SplitKeyDecode {
       dots<streams>(q, k, run * p_.k_row, scores + j, run);
     }
     for (Index j = streams * run; j < n; ++j) dots<1>(q, p_.k + o.k + (first + j) * p_.k_row, 0, scores + j, 0);
-    if constexpr (V::active) modify_scores(b, i, first, n, scores);
+    if constexpr (V::active) modify_scores(o.b, i, first, n, scores);
     T m = neg_inf;
     for (Index j = 0; j < n; ++j) {
       T s = scores[j];
@@ -160,7 +173,7 @@ class SplitKeyDecode {
         else s += static_cast<T>(p_.additive_mask[at]);
       }
       if constexpr (V::has_mask)
-        if (!variant_.visible(b / p_.num_heads, p_.head(b), i, first + j)) s = neg_inf;
+        if (!vx_.variant.visible(o.b / p_.num_heads, p_.head(o.b), i, first + j)) s = neg_inf;
       scores[j] = s;
       m = nan_max(m, s);
     }
@@ -195,7 +208,7 @@ class SplitKeyDecode {
     }
     if constexpr (V::has_score) {
       const Index batch = b / p_.num_heads, head = p_.head(b);
-      for (j = 0; j < n; ++j) scores[j] = variant_.score(scores[j], batch, head, i, first + j);
+      for (j = 0; j < n; ++j) scores[j] = vx_.variant.score(scores[j], batch, head, i, first + j);
     }
   }
 
@@ -317,13 +330,27 @@ class SplitKeyDecode {
     }
   }
 
+  // The first key any row sees: 0, or the window's left side.
+  static Index key_begin(const Problem& p) noexcept {
+    if constexpr (V::active) return p.query_len > 0 ? std::min(p.key_begin(0), p.key_end(p.query_len - 1)) : 0;
+    else return 0;
+  }
+
+  // Variants only, empty otherwise: the policy and the first key any row sees.
+  struct NoCallVariant {
+    NoCallVariant(const V&, Index) {}
+  };
+  struct CallVariant {
+    V variant;
+    Index key_begin;
+  };
+
   const Problem& p_;
-  V variant_;
   Index chunk_;
-  Index key_begin_;  // the first key any row sees: 0, or the window's left side
   Index key_end_;
   Index chunks_;
   Index group_;
+  std::conditional_t<V::active, CallVariant, NoCallVariant> vx_;  // last: the plain members keep their offsets
 };
 
 /// Runs the split-key decode kernel: partial softmaxes per chunk, then their combination.
