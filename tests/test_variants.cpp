@@ -4,6 +4,8 @@
 // against a long-double reference written here from each variant's formula.
 #include <qkv/attention.hpp>
 #include <qkv/attention_backward.hpp>
+#include <qkv/multi_head_attention.hpp>
+#include <qkv/random.hpp>
 #include <qkv/parallel.hpp>
 
 #include <gtest/gtest.h>
@@ -424,6 +426,49 @@ TYPED_TEST(VariantTest, UserScoreAndMaskMatchTheFormulas) {
       }
     }
   }
+}
+
+// A layer configured with each variant (as Gemma 2's, Mistral's, gpt-oss's and BLOOM's
+// layers): decoding through a KV cache token by token, and in chunks, equals one causal
+// pass, the window and ALiBi taking the tokens' positions in the cache.
+TEST(VariantLayer, DecodingEqualsOnePass) {
+  for (int kind = 0; kind < 5; ++kind) {
+    SCOPED_TRACE("variant " + std::to_string(kind));
+    qkv::MultiHeadAttentionConfig config;
+    config.num_kv_heads = 2;
+    if (kind == 0 || kind == 4) config.window = {2, 0};  // Mistral: 3 tokens
+    if (kind == 1 || kind == 4) config.softcap = 0.5;   // Gemma 2 (a cap small enough to bite)
+    if (kind == 2 || kind == 4) config.sinks = {0.5, -1.0, 2.0, 0.0};  // gpt-oss
+    if (kind == 3 || kind == 4) config.alibi_slopes = qkv::alibi_slopes(4);
+    qkv::NumpyRandom rng(16);
+    qkv::MultiHeadAttention<double> m(16, 4, config, rng);
+    const Tensor<double> x = rng.randn<double>({2, 9, 16});
+    qkv::MultiHeadAttentionForward<double> options;
+    options.causal = Causal::upper_left;
+    const Tensor<double> full = m.forward(x, options).output;
+    for (const std::vector<Index>& chunks : std::vector<std::vector<Index>>{{1, 1, 1, 1, 1, 1, 1, 1, 1}, {4, 1, 3, 1}}) {
+      auto cache = m.make_cache(2, 9);
+      Index position = 0;
+      for (Index n : chunks) {
+        const Tensor<double> out = m.forward_cached(x.narrow(1, position, n), cache);
+        EXPECT_TRUE(qkv::test::AllNear(out, Tensor<double>(full.narrow(1, position, n)), 1e-13)) << position;
+        position += n;
+      }
+    }
+  }
+  // The variants change the layer's output (the test above would pass if they were ignored
+  // by both paths alike).
+  qkv::MultiHeadAttentionConfig window, none;
+  window.window = {1, 0};
+  qkv::NumpyRandom a(3), b(3);
+  const qkv::MultiHeadAttention<double> with(8, 2, window, a), without(8, 2, none, b);
+  qkv::NumpyRandom rng(4);
+  const Tensor<double> x = rng.randn<double>({1, 5, 8});
+  EXPECT_FALSE(qkv::test::AllNear(with.forward(x).output, without.forward(x).output, 1e-3));
+  qkv::MultiHeadAttentionConfig bad;
+  bad.sinks = {1.0};
+  EXPECT_TRUE(qkv::test::ThrowsWith<std::invalid_argument>([&] { qkv::MultiHeadAttention<double> m(8, 2, bad); },
+                                                           {"qkv::MultiHeadAttention", "sinks has 1 values != num_heads 2"}));
 }
 
 TEST(AlibiSlopes, PowersOfTwoAndBloomsRule) {

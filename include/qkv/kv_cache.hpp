@@ -203,6 +203,20 @@ Tensor<T> cached_attention(KVCache<T, Storage>& cache, detail::non_deduced_t<Ten
                            detail::non_deduced_t<TensorView<const T>> new_keys,
                            detail::non_deduced_t<TensorView<const T>> new_values,
                            std::optional<double> scale = {}) {
+  AttentionOptions<T> options;
+  options.scale = scale;
+  return cached_attention<T>(cache, q, new_keys, new_values, options);
+}
+
+/// cached_attention with the scale and the variants (window, softcap, sinks, ALiBi) of
+/// `options`; its causal and enable_gqa are those of a cache (lower-right, grouped), its
+/// mask must be unset. The window's and ALiBi's positions are then the tokens' positions
+/// in the cache, so decoding token by token equals one causal pass.
+template <class T, class Storage>
+Tensor<T> cached_attention(KVCache<T, Storage>& cache, detail::non_deduced_t<TensorView<const T>> q,
+                           detail::non_deduced_t<TensorView<const T>> new_keys,
+                           detail::non_deduced_t<TensorView<const T>> new_values, AttentionOptions<T> options) {
+  const std::optional<double> scale = options.scale;
   const auto fail = [&](const std::string& what) {
     detail::cached_attention_error(what, q, new_keys, new_values, cache.batch(), cache.num_kv_heads(),
                                    cache.head_dim());
@@ -218,10 +232,8 @@ Tensor<T> cached_attention(KVCache<T, Storage>& cache, detail::non_deduced_t<Ten
   if (scale && !std::isfinite(*scale)) fail("scale " + std::to_string(*scale) + " is not finite");
   cache.append(new_keys, new_values);
 
-  AttentionOptions<T> options;
   options.causal = Causal::lower_right;
   options.enable_gqa = true;
-  options.scale = scale;
   return scaled_dot_product_attention(q, cache.keys(), cache.values(), options);
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "attention.hpp"
 #include "attention_backward.hpp"
@@ -38,6 +39,17 @@ struct MultiHeadAttentionConfig {
   /// Key/value heads, each shared by num_heads / num_kv_heads consecutive query heads;
   /// 0 means num_heads (plain multi-head attention). Must divide num_heads.
   Index num_kv_heads = 0;
+  /// The layer's attention variants (AttentionOptions has the same): a sliding window
+  /// (Mistral, Gemma 2's local layers), logit soft-capping (Gemma 2), one sink logit per
+  /// head (gpt-oss), ALiBi slopes per head (BLOOM; qkv::alibi_slopes(num_heads)). They apply
+  /// in forward and forward_cached; forward_for_backward refuses them (no backward yet).
+  AttentionWindow window;
+  /// Soft-capping of the scaled scores, softcap·tanh(s / softcap); 0 = off.
+  double softcap = 0;
+  /// One logit per query head in each softmax's denominator; empty = none.
+  std::vector<double> sinks;
+  /// One ALiBi slope per query head; empty = none.
+  std::vector<double> alibi_slopes;
 };
 
 /// \brief Options of MultiHeadAttention::forward, named after nn.MultiheadAttention.forward's
@@ -342,7 +354,11 @@ class MultiHeadAttention {
         num_kv_heads_(config.num_kv_heads ? config.num_kv_heads : num_heads),
         kdim_(config.kdim ? config.kdim : embed_dim),
         vdim_(config.vdim ? config.vdim : embed_dim),
-        has_bias_(config.bias) {
+        has_bias_(config.bias),
+        window_(config.window),
+        softcap_(config.softcap),
+        sinks_(config.sinks),
+        alibi_slopes_(config.alibi_slopes) {
     check_sizes(config);
     head_dim_ = embed_dim_ / num_heads_;
     q_weight_ = Tensor<T>(Shape{embed_dim_, embed_dim_});
@@ -497,6 +513,7 @@ class MultiHeadAttention {
     attention.attn_mask = attention_mask(fn, options, batched, batch, query_len, key_len, bool_mask, additive_mask);
     attention.causal = options.causal;
     attention.enable_gqa = num_kv_heads_ != num_heads_;
+    set_variants(attention);
 
     Tensor<T> q = detail::mha::linear(query, q_weight_, q_bias_, has_bias_);
     Tensor<T> k = detail::mha::linear(key, k_weight_, k_bias_, has_bias_);
@@ -552,6 +569,9 @@ class MultiHeadAttention {
     s.batched = check_inputs(fn, query, key, value);
     if (options.rope)
       throw std::invalid_argument(std::string(fn) + ": rotary embeddings have no backward pass yet (options.rope)");
+    if (has_variants())
+      throw std::invalid_argument(std::string(fn) +
+                                  ": the layer's window, softcap, sinks and alibi_slopes have no backward pass yet");
     if (!s.batched) {
       query = query.unsqueeze(0);
       key = key.unsqueeze(0);
@@ -653,7 +673,10 @@ class MultiHeadAttention {
       rope->apply(k_heads, cache.size());
     }
     // cached_attention returns (batch, num_heads, n, head_dim): n * embed_dim values to put in place.
-    const Tensor<T> heads = cached_attention<T>(cache, q_heads, k_heads, detail::mha::split_heads(v, num_kv_heads_));
+    AttentionOptions<T> attention;
+    set_variants(attention);
+    const Tensor<T> heads =
+        cached_attention<T>(cache, q_heads, k_heads, detail::mha::split_heads(v, num_kv_heads_), attention);
     Tensor<T> attended(Shape{batch, new_len, embed_dim_});
     detail::mha::copy_into<T>(detail::mha::split_heads(attended, num_heads_), heads.view());
     return detail::mha::linear<T>(attended.view(), out_weight_, out_bias_, has_bias_);
@@ -675,6 +698,27 @@ class MultiHeadAttention {
     if (num_heads_ % num_kv_heads_ != 0)
       throw std::invalid_argument(fn + "num_heads " + std::to_string(num_heads_) +
                                   " is not divisible by num_kv_heads " + std::to_string(num_kv_heads_));
+    if (config.window.left < -1 || config.window.right < -1)
+      throw std::invalid_argument(fn + "window {" + std::to_string(config.window.left) + ", " +
+                                  std::to_string(config.window.right) + "} has a negative side other than -1");
+    if (!(config.softcap >= 0) || !std::isfinite(config.softcap))
+      throw std::invalid_argument(fn + "softcap " + std::to_string(config.softcap) +
+                                  " must be positive and finite (0 = off)");
+    for (const auto& [name, values] : {std::pair<const char*, const std::vector<double>*>{"sinks", &config.sinks},
+                                       {"alibi_slopes", &config.alibi_slopes}})
+      if (!values->empty() && Index(values->size()) != num_heads_)
+        throw std::invalid_argument(fn + name + " has " + std::to_string(values->size()) + " values != num_heads " +
+                                    std::to_string(num_heads_));
+  }
+
+  bool has_variants() const noexcept {
+    return window_.left >= 0 || window_.right >= 0 || softcap_ > 0 || !sinks_.empty() || !alibi_slopes_.empty();
+  }
+  void set_variants(AttentionOptions<T>& o) const {
+    o.window = window_;
+    o.softcap = softcap_;
+    o.sinks = sinks_;
+    o.alibi_slopes = alibi_slopes_;
   }
 
   bool packs_in_proj() const noexcept { return kdim_ == embed_dim_ && vdim_ == embed_dim_; }
@@ -834,6 +878,9 @@ class MultiHeadAttention {
   Index embed_dim_, num_heads_, num_kv_heads_, kdim_, vdim_;
   Index head_dim_ = 0;
   bool has_bias_;
+  AttentionWindow window_;
+  double softcap_;
+  std::vector<double> sinks_, alibi_slopes_;
   // (out_features, in_features) as nn.Linear; biases empty without bias.
   Tensor<T> q_weight_, k_weight_, v_weight_, out_weight_;
   Tensor<T> q_bias_, k_bias_, v_bias_, out_bias_;
