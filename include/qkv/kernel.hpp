@@ -315,6 +315,17 @@ class FlashAttention {
           const TileVisibility seen = user_tile(vx_.variant, p_, b, first[k], first[k] + rows[k], key, key + n);
           if (seen == TileVisibility::hidden) continue;
           w[k].partial = seen == TileVisibility::partial;
+          // The panel's first tile from its first visible key on (an even number of keys
+          // in, for the value pairs of bf16_dot): keys left of every row's window are not
+          // read. The start depends on the panel only, not on the task's other panels.
+          Index skip = std::max<Index>(0, key_begin[k] - key);
+          if constexpr (dot) skip -= skip % 2;
+          if (skip > 0) {
+            const KvTile part = shifted(tile, skip);
+            scores(o, part, first[k], key + skip, n - skip, w[k]);
+            accumulate(part, n - skip, w[k]);
+            continue;
+          }
         }
         scores(o, tile, first[k], key, n, w[k]);
         accumulate(tile, n, w[k]);
@@ -326,8 +337,11 @@ class FlashAttention {
   }
 
   // Variants: each panel's first visible key (the window's left side of its first row),
-  // its ALiBi slope and sink; returns the first key any panel sees. A panel that sees no
-  // key gets an empty range. Hidden tiles are then skipped by their indices, as causal ones.
+  // its ALiBi slope and sink; returns where the task's first key tile starts: the first key
+  // any panel sees, rounded down to a whole number of tiles, so that every panel meets the
+  // same tile boundaries whatever the task's panels (which the thread count sets), and the
+  // results stay bitwise independent of it. A panel that sees no key gets an empty range.
+  // Hidden tiles are then skipped by their indices, as causal ones.
   Index variant_setup(Index b, Index count, const Array<Index, max_group>& first, Array<Index, max_group>& key_begin,
                       Array<Index, max_group>& key_end, Index& key_end_all, Array<Scratch, max_group>& w) const {
     Index key_begin_all = p_.key_len;
@@ -341,7 +355,14 @@ class FlashAttention {
       w[k].neg_slope = p_.alibi_slopes ? -static_cast<T>(p_.alibi_slopes[p_.head(b)]) : T(0);
       w[k].sink = p_.sinks ? static_cast<T>(p_.sinks[p_.head(b)]) : -std::numeric_limits<T>::infinity();
     }
-    return key_end_all > 0 ? key_begin_all : 0;
+    return key_end_all > 0 ? key_begin_all / key_tile_ * key_tile_ : 0;
+  }
+
+  // The tile from its key `skip` on (skip even for bf16_dot, whose values are in pairs).
+  static KvTile shifted(KvTile tile, Index skip) {
+    tile.k += skip * tile.k_row;
+    tile.v += (dot ? skip / 2 : skip) * tile.v_row;
+    return tile;
   }
 
   // The n keys and values from `key` on, as the micro-kernels read them: in place, widened
