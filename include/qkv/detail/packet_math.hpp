@@ -97,16 +97,15 @@ template <class P>
 EIGEN_STRONG_INLINE P preciprocal(const P& q) {
   using T = typename simd::unpacket_traits<P>::type;
   constexpr int size = simd::unpacket_traits<P>::size;
+  // r·(2 − q·r): one Newton step from the estimate r.
+  [[maybe_unused]] const auto refine = [&q](const P& r) { return simd::pmul(r, simd::psub(simd::pset1<P>(2.0f), simd::pmul(q, r))); };
   if constexpr (std::is_same_v<T, float> && size > 1) {
-    P r;
-    bool estimated = false;
 #ifdef EIGEN_VECTORIZE_AVX512
-    if constexpr (size == 16) r = _mm512_rcp14_ps(q), estimated = true;
+    if constexpr (size == 16) return refine(_mm512_rcp14_ps(q));
 #endif
 #ifdef EIGEN_VECTORIZE_AVX
-    if constexpr (size == 8) r = _mm256_rcp_ps(q), estimated = true;
+    if constexpr (size == 8) return refine(_mm256_rcp_ps(q));
 #endif
-    if (estimated) return simd::pmul(r, simd::psub(simd::pset1<P>(2.0f), simd::pmul(q, r)));  // r·(2 − q·r)
   }
   return simd::pdiv(simd::pset1<P>(T(1)), q);
 }
