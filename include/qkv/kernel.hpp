@@ -69,6 +69,8 @@ struct KernelConfig {
                                 // from the thread count: results must not depend on it
   Index decode_max_rows = 4;    // query rows up to which the split-key decode kernel runs
   double naive_max_flops = 0;   // up to this, the plain loop (tests force it for everything)
+  int bf16_dot = -1;            // bfloat16 prefill by vdpbf16ps, where compiled in: 1 yes, 0 no,
+                                // -1 as QKV_BF16_DOT_PREFILL says
 };
 
 inline KernelConfig& kernel_config() {
@@ -599,15 +601,19 @@ void run_flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* w
 /// Runs the fused kernel over every (batch, query panel) task. Up to one packet of queries,
 /// panels one packet wide do half the work of FlashBlocking's on lanes without a query.
 /// (Each lane's arithmetic is the same in both, so the results are too.) bfloat16 inputs
-/// take vdpbf16ps where the target has it and the keys' rows are contiguous pairs along E.
+/// take vdpbf16ps where the target has it, QKV_BF16_DOT_PREFILL chooses it, and the keys'
+/// rows are contiguous pairs along E.
 template <class Q, class KV>
 void flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace) {
   if constexpr (std::is_same_v<KV, compute_t<Q>>) {
     run_flash_attention<Q, KV, FlashPath::direct>(p, workspace);
   } else {
 #ifdef QKV_BF16_DOT
-    if constexpr (std::is_same_v<Q, bfloat16> && std::is_same_v<KV, bfloat16>)
-      if (p.k_col == 1 && p.head_dim % 2 == 0) return run_flash_attention<Q, KV, FlashPath::bf16_dot>(p, workspace);
+    if constexpr (std::is_same_v<Q, bfloat16> && std::is_same_v<KV, bfloat16>) {
+      const int forced = kernel_config().bf16_dot;
+      const bool dot = forced < 0 ? QKV_BF16_DOT_PREFILL != 0 : forced != 0;
+      if (dot && p.k_col == 1 && p.head_dim % 2 == 0) return run_flash_attention<Q, KV, FlashPath::bf16_dot>(p, workspace);
+    }
 #endif
     run_flash_attention<Q, KV, FlashPath::widened>(p, workspace);
   }
