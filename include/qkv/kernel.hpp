@@ -369,16 +369,21 @@ class FlashAttention {
     for (int p = 0; p < NP; ++p) simd::pstore(w.alpha + p * lanes, simd::pset1<P>(T(1)));
     Index j = 0;
     for (; j + R <= n; j += R) score_block<R>(o, tile, first, key + j, j, w);
-    score_rest<R - 1>(o, tile, first, key + j, j, n - j, w);
+    score_rest<rest_rows>(o, tile, first, key + j, j, n - j, w);
   }
 
-  template <int Rest>
+  // The last count < R rows in blocks of 4, 2 and 1 rows (for R = 8 or 6): three more
+  // instantiations of each micro-kernel rather than R − 1, which halves the code a call
+  // compiles; `done` stays even up to the last block, as the bf16 pairs need.
+  static constexpr int rest_rows = R > 4 ? 4 : R > 2 ? 2 : 1;
+  template <int Rows>
   void score_rest(const Offsets& o, const KvTile& tile, Index first, Index key, Index done, Index count,
                   const Scratch& w) const {
-    if constexpr (Rest > 0) {
-      if (count == Rest) score_block<Rest>(o, tile, first, key, done, w);
-      else score_rest<Rest - 1>(o, tile, first, key, done, count, w);
+    if (count >= Rows) {
+      score_block<Rows>(o, tile, first, key, done, w);
+      key += Rows, done += Rows, count -= Rows;
     }
+    if constexpr (Rows > 1) score_rest<Rows / 2>(o, tile, first, key, done, count, w);
   }
 
   template <int Rows>
@@ -522,15 +527,16 @@ class FlashAttention {
     for (int p = 0; p < NP; ++p) alpha[p] = simd::pload<P>(w.alpha + p * lanes);
     Index e = 0;
     for (; e + R <= p_.value_dim; e += R) value_block<R>(tile, e, n, alpha, w);
-    value_rest<R - 1>(tile, e, n, alpha, w);
+    value_rest<rest_rows>(tile, e, n, alpha, w);
   }
 
-  template <int Rest>
+  template <int Rows>
   void value_rest(const KvTile& tile, Index e, Index n, const P (&alpha)[extent<NP>], const Scratch& w) const {
-    if constexpr (Rest > 0) {
-      if (p_.value_dim - e == Rest) value_block<Rest>(tile, e, n, alpha, w);
-      else value_rest<Rest - 1>(tile, e, n, alpha, w);
+    if (p_.value_dim - e >= Rows) {
+      value_block<Rows>(tile, e, n, alpha, w);
+      e += Rows;
     }
+    if constexpr (Rows > 1) value_rest<Rows / 2>(tile, e, n, alpha, w);
   }
 
   template <int Rows>
