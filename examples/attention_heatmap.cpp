@@ -16,8 +16,8 @@
 
 int main() {
   const std::vector<std::string> tokens = {"Your", "journey", "starts", "with", "one", "step"};
-  const qkv::Tensor<float> inputs = {{0.43, 0.15, 0.89}, {0.55, 0.87, 0.66}, {0.57, 0.85, 0.64},
-                                     {0.22, 0.58, 0.33}, {0.77, 0.25, 0.10}, {0.05, 0.80, 0.55}};
+  const qkv::Tensor<float> inputs = {{0.43f, 0.15f, 0.89f}, {0.55f, 0.87f, 0.66f}, {0.57f, 0.85f, 0.64f},
+                                     {0.22f, 0.58f, 0.33f}, {0.77f, 0.25f, 0.10f}, {0.05f, 0.80f, 0.55f}};
 
   // Self-attention of the embeddings with themselves, unscaled as in the notebook.
   qkv::AttentionOptions<float> options;

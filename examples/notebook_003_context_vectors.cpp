@@ -9,12 +9,12 @@
 #include <iostream>
 
 int main() {
-  const qkv::Tensor<float> inputs = {{0.43, 0.15, 0.89},   // Your    (x^1)
-                                     {0.55, 0.87, 0.66},   // journey (x^2)
-                                     {0.57, 0.85, 0.64},   // starts  (x^3)
-                                     {0.22, 0.58, 0.33},   // with    (x^4)
-                                     {0.77, 0.25, 0.10},   // one     (x^5)
-                                     {0.05, 0.80, 0.55}};  // step    (x^6)
+  const qkv::Tensor<float> inputs = {{0.43f, 0.15f, 0.89f},   // Your    (x^1)
+                                     {0.55f, 0.87f, 0.66f},   // journey (x^2)
+                                     {0.57f, 0.85f, 0.64f},   // starts  (x^3)
+                                     {0.22f, 0.58f, 0.33f},   // with    (x^4)
+                                     {0.77f, 0.25f, 0.10f},   // one     (x^5)
+                                     {0.05f, 0.80f, 0.55f}};  // step    (x^6)
   const qkv::Index num_tokens = inputs.size(0);
 
   // Attention scores of the query x^2 ("journey"): its dot product with every token.

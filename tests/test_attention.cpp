@@ -220,7 +220,7 @@ TYPED_TEST(AttentionTyped, LowerRightWithMoreQueriesThanKeysGivesZeroRows) {
 TYPED_TEST(AttentionTyped, LargeLogitsDoNotOverflow) {
   using T = typename TypeParam::Scalar;
   const Tensor<T> q = {{1000, -1000}, {3000, 0}};
-  const Tensor<T> k = {{1, 0}, {0.999, 0}, {-1, 0}};
+  const Tensor<T> k = {{1, 0}, {T(0.999), 0}, {-1, 0}};
   const Tensor<T> v = {{1, 0}, {0, 1}, {5, 5}};
   AttentionOptions<T> options;
   options.scale = 1.0;

@@ -46,14 +46,18 @@ std::string name_of() {
 struct CaseNames {
   template <class C>
   static std::string GetName(int) {
-    const char* path = C::path == Path::naive ? "naive" : C::path == Path::fused ? "fused" : "decode";
+    const char* path = C::path == Path::naive           ? "naive"
+                       : C::path == Path::fused         ? "fused"
+                       : C::path == Path::fused_widened ? "fused_widened"
+                                                        : "decode";
     return name_of<typename C::Query>() + "_" + name_of<typename C::KeyValue>() + "_" + path;
   }
 };
 
 using HalfCases =
     ::testing::Types<Case<bfloat16, bfloat16, Path::naive>, Case<bfloat16, bfloat16, Path::fused>,
-                     Case<bfloat16, bfloat16, Path::decode>, Case<half, half, Path::naive>,
+                     Case<bfloat16, bfloat16, Path::decode>, Case<bfloat16, bfloat16, Path::fused_widened>,
+                     Case<half, half, Path::naive>,
                      Case<half, half, Path::fused>, Case<half, half, Path::decode>, Case<float, bfloat16, Path::naive>,
                      Case<float, bfloat16, Path::fused>, Case<float, bfloat16, Path::decode>,
                      Case<float, half, Path::naive>, Case<float, half, Path::fused>, Case<float, half, Path::decode>>;

@@ -20,6 +20,7 @@
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -906,6 +907,7 @@ struct BackwardSpec {
   bool self_attention;
   Causal causal;
   int mask;  // 0 none, 1 boolean key padding, 2 additive attn_mask (L, S)
+  int rope = 0;  // 0 none, 1 rotate_half, 2 interleaved (queries and keys from position 3)
 };
 
 TEST(MultiHeadAttentionBackward, FiniteDifferencesOfEveryGradient) {
@@ -913,6 +915,9 @@ TEST(MultiHeadAttentionBackward, FiniteDifferencesOfEveryGradient) {
       {"self-attention, causal, key padding", 8, 2, 2, 4, 4, {}, true, Causal::upper_left, 1},
       {"cross, kdim/vdim, grouped heads, additive mask", 8, 4, 2, 3, 5, {5, 7, true, 2, {}, 0, {}, {}}, false, Causal::none, 2},
       {"unbatched, no bias, lower right", 6, 2, 0, 3, 4, {0, 0, false, 0, {}, 0, {}, {}}, false, Causal::lower_right, 0},
+      {"self-attention, causal, rotary (rotate_half)", 8, 2, 2, 4, 4, {}, true, Causal::upper_left, 0, 1},
+      {"cross, grouped heads, rotary (interleaved), additive mask", 8, 4, 2, 3, 5, {0, 0, true, 2, {}, 0, {}, {}}, false,
+       Causal::none, 2, 2},
   };
   for (const BackwardSpec& spec : specs) {
     qkv::NumpyRandom rng(7);
@@ -935,6 +940,11 @@ TEST(MultiHeadAttentionBackward, FiniteDifferencesOfEveryGradient) {
     }
     Tensor<double> additive = rng.randn<double>({spec.query_len, spec.key_len});
     if (spec.mask == 2) options.attn_mask = additive;
+    std::optional<qkv::RotaryEmbedding<double>> rope;
+    if (spec.rope) {
+      rope.emplace(E / spec.heads, 10000.0, spec.rope == 2 ? qkv::RopeStyle::interleaved : qkv::RopeStyle::rotate_half);
+      options.rope = &*rope, options.position_offset = 3;
+    }
 
     const auto loss = [&] {
       const Mha<double> m = BuildLayer(E, spec.heads, spec.config, p);
@@ -988,11 +998,12 @@ TEST(MultiHeadAttentionBackward, PackedInProjGradientsAndErrors) {
   EXPECT_TRUE(ThrowsWith<std::invalid_argument>(
       [&] { m.backward(trained.saved, Tensor<float>::ones({2, 4, 8})); },
       {"qkv::MultiHeadAttention::backward: grad_output of shape [2,4,8], expected the output's [2,3,8]"}));
-  const qkv::RotaryEmbedding<float> rope(4);
+  const qkv::RotaryEmbedding<float> rope(8);
   Forward<float> options;
   options.rope = &rope;
-  EXPECT_TRUE(ThrowsWith<std::invalid_argument>([&] { m.forward_for_backward(x, options); },
-                                                {"qkv::MultiHeadAttention::forward_for_backward: rotary embeddings"}));
+  EXPECT_TRUE(ThrowsWith<std::invalid_argument>(
+      [&] { m.forward_for_backward(x, options); },
+      {"qkv::MultiHeadAttention::forward_for_backward: rope of head_dim 8 for heads of head_dim 4"}));
 }
 
 }  // namespace

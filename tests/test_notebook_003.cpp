@@ -77,12 +77,12 @@ constexpr double kSumOfWeightsError = 12 * std::numeric_limits<float>::epsilon()
 
 // In [2]: the embedded sentence "Your journey starts with one step".
 Tensor<float> Inputs() {
-  return {{0.43, 0.15, 0.89},   // Your    (x^1)
-          {0.55, 0.87, 0.66},   // journey (x^2)
-          {0.57, 0.85, 0.64},   // starts  (x^3)
-          {0.22, 0.58, 0.33},   // with    (x^4)
-          {0.77, 0.25, 0.10},   // one     (x^5)
-          {0.05, 0.80, 0.55}};  // step    (x^6)
+  return {{0.43f, 0.15f, 0.89f},   // Your    (x^1)
+          {0.55f, 0.87f, 0.66f},   // journey (x^2)
+          {0.57f, 0.85f, 0.64f},   // starts  (x^3)
+          {0.22f, 0.58f, 0.33f},   // with    (x^4)
+          {0.77f, 0.25f, 0.10f},   // one     (x^5)
+          {0.05f, 0.80f, 0.55f}};  // step    (x^6)
 }
 
 // query = inputs[1]; attn_scores_2[i] = torch.dot(x_i, query).

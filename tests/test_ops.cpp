@@ -189,7 +189,7 @@ TYPED_TEST(Ops, ScalarOnEitherSide) {
 
 TYPED_TEST(Ops, RowViewTimesScalar) {
   using T = TypeParam;
-  Tensor<T> inputs = {{0.43, 0.15, 0.89}, {0.55, 0.87, 0.66}, {0.57, 0.85, 0.64}};
+  Tensor<T> inputs = qkv::to<T>(Tensor<double>{{0.43, 0.15, 0.89}, {0.55, 0.87, 0.66}, {0.57, 0.85, 0.64}});
   const T w = T(0.25);
   const Tensor<T> scaled = inputs[1] * w;
   EXPECT_EQ(scaled.shape(), (Shape{3}));

@@ -284,6 +284,39 @@ TYPED_TEST(RopeTest, PreservesTheNormOfEveryPair) {
   }
 }
 
+// apply_inverse is the backward pass of apply: R⁻¹ = Rᵀ, so ⟨R x, y⟩ = ⟨x, R⁻¹ y⟩ for any
+// x, y, and R⁻¹(R x) = x.
+TYPED_TEST(RopeTest, ApplyInverseUndoesApplyAndIsItsTranspose) {
+  using T = TypeParam;
+  qkv::NumpyRandom rng(16);
+  const Index d = 8, rows = 5, offset = 1000;
+  const double tolerance = 64 * std::numeric_limits<T>::epsilon();
+  for (RopeStyle style : {RopeStyle::rotate_half, RopeStyle::interleaved}) {
+    const RotaryEmbedding<T> rope(d, 10000.0, style);
+    const Tensor<T> x = rng.randn<T>({2, rows, d}), y = rng.randn<T>({2, rows, d});
+    // (2, L, d) stored as (L, 2, d): the inverse walks strided views as apply does.
+    Tensor<T> turned_back = Tensor<T>(x.view().transpose(0, 1));
+    rope.apply(turned_back.view().transpose(0, 1), offset);
+    EXPECT_GT(max_abs(Tensor<T>(turned_back.view().transpose(0, 1)) - x), 0.1);  // it did turn
+    rope.apply_inverse(turned_back.view().transpose(0, 1), offset);
+    EXPECT_LE(max_abs(Tensor<T>(turned_back.view().transpose(0, 1)) - x), tolerance * max_abs(x));
+
+    const Tensor<T> rx = rope(x, offset);
+    Tensor<T> inverse_y = y;
+    rope.apply_inverse(inverse_y, offset);
+    long double lhs = 0, rhs = 0;
+    for (Index i = 0; i < x.numel(); ++i) {
+      lhs += static_cast<long double>(rx.data()[i]) * static_cast<long double>(y.data()[i]);
+      rhs += static_cast<long double>(x.data()[i]) * static_cast<long double>(inverse_y.data()[i]);
+    }
+    EXPECT_NEAR(static_cast<double>(lhs), static_cast<double>(rhs), 64 * std::numeric_limits<T>::epsilon() * double(x.numel()));
+  }
+  const RotaryEmbedding<T> rope(4);
+  Tensor<T> x = Tensor<T>::ones({3, 4});
+  EXPECT_TRUE(ThrowsWith<std::out_of_range>([&] { rope.apply_inverse(x, -2); },
+                                            {"qkv::RotaryEmbedding::apply_inverse: position_offset -2 is negative"}));
+}
+
 TYPED_TEST(RopeTest, ScoresDependOnlyOnTheRelativePosition) {
   using T = TypeParam;
   qkv::NumpyRandom rng(7);

@@ -73,7 +73,10 @@ struct FloatTypeNames {
 /// The three implementations behind scaled_dot_product_attention. Tests force one for
 /// every input size, with tiles small enough that partial tiles, causal tile skipping and
 /// masks across tile edges occur on small inputs.
-enum class Path { naive, fused, decode };
+// fused: the fused kernel as the target runs bfloat16 fastest where it has a choice
+// (vdpbf16ps wherever it is compiled in, so the tests run it on every AVX512_BF16 target);
+// fused_widened: the fused kernel on 16-bit tiles widened to float.
+enum class Path { naive, fused, decode, fused_widened };
 
 template <class T, Path P>
 struct Kernel {
@@ -102,6 +105,7 @@ class ForcePath {
     config.key_tile = 5;      // not a multiple of any register block
     config.query_panels = 2;  // panels sharing key tiles, and a last group of one
     config.decode_chunk = 9;  // chunks to combine, each read in 4 runs of 2 keys and a leftover
+    config.bf16_dot = path == Path::fused_widened ? 0 : 1;
   }
   ~ForcePath() { qkv::detail::kernel_config() = saved_; }
   ForcePath(const ForcePath&) = delete;

@@ -70,6 +70,8 @@ struct KernelConfig {
                                 // from the thread count: results must not depend on it
   Index decode_max_rows = 4;    // query rows up to which the split-key decode kernel runs
   double naive_max_flops = 0;   // up to this, the plain loop (tests force it for everything)
+  int bf16_dot = -1;            // bfloat16 prefill by vdpbf16ps, where compiled in: 1 yes, 0 no,
+                                // -1 as QKV_BF16_DOT_PREFILL says
 };
 
 inline KernelConfig& kernel_config() {
@@ -438,16 +440,21 @@ class FlashAttention {
     for (int p = 0; p < NP; ++p) simd::pstore(w.alpha + p * lanes, simd::pset1<P>(T(1)));
     Index j = 0;
     for (; j + R <= n; j += R) score_block<R>(o, tile, first, key + j, j, w);
-    score_rest<R - 1>(o, tile, first, key + j, j, n - j, w);
+    score_rest<rest_rows>(o, tile, first, key + j, j, n - j, w);
   }
 
-  template <int Rest>
+  // The last count < R rows in blocks of 4, 2 and 1 rows (for R = 8 or 6): three more
+  // instantiations of each micro-kernel rather than R − 1, which halves the code a call
+  // compiles; `done` stays even up to the last block, as the bf16 pairs need.
+  static constexpr int rest_rows = R > 4 ? 4 : R > 2 ? 2 : 1;
+  template <int Rows>
   void score_rest(const Offsets& o, const KvTile& tile, Index first, Index key, Index done, Index count,
                   const Scratch& w) const {
-    if constexpr (Rest > 0) {
-      if (count == Rest) score_block<Rest>(o, tile, first, key, done, w);
-      else score_rest<Rest - 1>(o, tile, first, key, done, count, w);
+    if (count >= Rows) {
+      score_block<Rows>(o, tile, first, key, done, w);
+      key += Rows, done += Rows, count -= Rows;
     }
+    if constexpr (Rows > 1) score_rest<Rows / 2>(o, tile, first, key, done, count, w);
   }
 
   template <int Rows>
@@ -674,15 +681,16 @@ class FlashAttention {
     for (int p = 0; p < NP; ++p) alpha[p] = simd::pload<P>(w.alpha + p * lanes);
     Index e = 0;
     for (; e + R <= p_.value_dim; e += R) value_block<R>(tile, e, n, alpha, w);
-    value_rest<R - 1>(tile, e, n, alpha, w);
+    value_rest<rest_rows>(tile, e, n, alpha, w);
   }
 
-  template <int Rest>
+  template <int Rows>
   void value_rest(const KvTile& tile, Index e, Index n, const P (&alpha)[extent<NP>], const Scratch& w) const {
-    if constexpr (Rest > 0) {
-      if (p_.value_dim - e == Rest) value_block<Rest>(tile, e, n, alpha, w);
-      else value_rest<Rest - 1>(tile, e, n, alpha, w);
+    if (p_.value_dim - e >= Rows) {
+      value_block<Rows>(tile, e, n, alpha, w);
+      e += Rows;
     }
+    if constexpr (Rows > 1) value_rest<Rows / 2>(tile, e, n, alpha, w);
   }
 
   template <int Rows>
@@ -767,7 +775,8 @@ void run_flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* w
 /// Runs the fused kernel over every (batch, query panel) task. Up to one packet of queries,
 /// panels one packet wide do half the work of FlashBlocking's on lanes without a query.
 /// (Each lane's arithmetic is the same in both, so the results are too.) bfloat16 inputs
-/// take vdpbf16ps where the target has it and the keys' rows are contiguous pairs along E.
+/// take vdpbf16ps where the target has it, QKV_BF16_DOT_PREFILL chooses it, and the keys'
+/// rows are contiguous pairs along E.
 /// `variant` is the policy: NoVariant (plain attention) or a Variant, each its own kernel.
 template <class Q, class KV, class V = NoVariant>
 void flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* workspace, const V& variant = {}) {
@@ -775,9 +784,12 @@ void flash_attention(const AttentionProblem<Q, KV>& p, AttentionWorkspace* works
     run_flash_attention<Q, KV, FlashPath::direct>(p, workspace, variant);
   } else {
 #ifdef QKV_BF16_DOT
-    if constexpr (std::is_same_v<Q, bfloat16> && std::is_same_v<KV, bfloat16>)
-      if (p.k_col == 1 && p.head_dim % 2 == 0)
+    if constexpr (std::is_same_v<Q, bfloat16> && std::is_same_v<KV, bfloat16>) {
+      const int forced = kernel_config().bf16_dot;
+      const bool dot = forced < 0 ? QKV_BF16_DOT_PREFILL != 0 : forced != 0;
+      if (dot && p.k_col == 1 && p.head_dim % 2 == 0)
         return run_flash_attention<Q, KV, FlashPath::bf16_dot>(p, workspace, variant);
+    }
 #endif
     run_flash_attention<Q, KV, FlashPath::widened>(p, workspace, variant);
   }

@@ -104,9 +104,9 @@ struct MultiHeadAttentionSaved {
   /// The value input (batch, S, vdim), contiguous.
   Tensor<T> query, key, value;
   /// \var Tensor<T> q
-  /// The projected queries (batch, L, embed_dim).
+  /// The projected queries (batch, L, embed_dim), rotated when `rope` is set.
   /// \var Tensor<T> k
-  /// The projected keys (batch, S, kv_dim).
+  /// The projected keys (batch, S, kv_dim), rotated when `rope` is set.
   /// \var Tensor<T> v
   /// The projected values (batch, S, kv_dim).
   Tensor<T> q, k, v;
@@ -125,6 +125,11 @@ struct MultiHeadAttentionSaved {
   AttentionOptions<T> attention;
   /// Whether the inputs were batched (batch, L, embed_dim) rather than (L, embed_dim).
   bool batched = true;
+  /// The rotary embedding the queries and keys were rotated with, or null; it must
+  /// outlive backward, which turns their gradients back with it.
+  const RotaryEmbedding<T>* rope = nullptr;
+  /// Position of the first query and key row for `rope`.
+  Index position_offset = 0;
 };
 
 /// The output of MultiHeadAttention::forward_for_backward and what backward needs.
@@ -553,9 +558,9 @@ class MultiHeadAttention {
 
   /// The forward pass of training: forward's output (no weights), and what backward needs
   /// (MultiHeadAttentionSaved: the inputs, their projections and each row's log-sum-exp,
-  /// about 3× the activations of one forward call). The masks of `options` must outlive
-  /// backward; options.rope is not supported (it has no backward pass yet).
-  /// \throws std::invalid_argument as forward, and when options.rope is set.
+  /// about 3× the activations of one forward call). The masks and the rotary embedding of
+  /// `options` must outlive backward.
+  /// \throws std::invalid_argument as forward.
   /// \code
   /// auto [output, saved] = mha.forward_for_backward(x, x, x, options);
   /// auto grads = mha.backward(saved, grad_output);   // grad_output: dLoss/dOutput
@@ -567,11 +572,12 @@ class MultiHeadAttention {
     MultiHeadAttentionTrainingResult<T> result;
     MultiHeadAttentionSaved<T>& s = result.saved;
     s.batched = check_inputs(fn, query, key, value);
-    if (options.rope)
-      throw std::invalid_argument(std::string(fn) + ": rotary embeddings have no backward pass yet (options.rope)");
+    check_rope(fn, options.rope);
     if (has_variants())
       throw std::invalid_argument(std::string(fn) +
                                   ": the layer's window, softcap, sinks and alibi_slopes have no backward pass yet");
+    s.rope = options.rope;
+    s.position_offset = options.position_offset;
     if (!s.batched) {
       query = query.unsqueeze(0);
       key = key.unsqueeze(0);
@@ -586,6 +592,10 @@ class MultiHeadAttention {
     s.q = detail::mha::linear<T>(s.query.view(), q_weight_, q_bias_, has_bias_);
     s.k = detail::mha::linear<T>(s.key.view(), k_weight_, k_bias_, has_bias_);
     s.v = detail::mha::linear<T>(s.value.view(), v_weight_, v_bias_, has_bias_);
+    if (s.rope) {
+      s.rope->apply(detail::mha::split_heads(s.q, num_heads_), s.position_offset);
+      s.rope->apply(detail::mha::split_heads(s.k, num_kv_heads_), s.position_offset);
+    }
     s.attended = Tensor<T>(Shape{batch, query_len, embed_dim_});
     auto heads = scaled_dot_product_attention_with_logsumexp(detail::mha::split_heads(s.q, num_heads_),
                                                              detail::mha::split_heads(s.k, num_kv_heads_),
@@ -625,6 +635,10 @@ class MultiHeadAttention {
         detail::mha::split_heads(saved.q, num_heads_), detail::mha::split_heads(saved.k, num_kv_heads_),
         detail::mha::split_heads(saved.v, num_kv_heads_), detail::mha::split_heads(saved.attended, num_heads_),
         saved.logsumexp, saved.attention);
+    if (saved.rope) {  // the gradients with respect to the queries and keys before rotation
+      saved.rope->apply_inverse(detail::mha::split_heads(grad_q, num_heads_), saved.position_offset);
+      saved.rope->apply_inverse(detail::mha::split_heads(grad_k, num_kv_heads_), saved.position_offset);
+    }
     detail::mha::linear_backward(saved.query, q_weight_, grad_q, has_bias_, g.grad_query, g.grad_q_proj_weight,
                                  g.grad_q_proj_bias);
     detail::mha::linear_backward(saved.key, k_weight_, grad_k, has_bias_, g.grad_key, g.grad_k_proj_weight,

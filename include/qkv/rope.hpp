@@ -95,6 +95,16 @@ class RotaryEmbedding {
     rotate(x, position_offset);
   }
 
+  /// Turns x (..., L, head_dim) back in place, pair i of row l by −(position_offset + l) ·
+  /// theta^(-2i/head_dim): the inverse of apply, which is also its transpose, so it maps
+  /// the gradient of a loss with respect to apply's result to the gradient with respect to
+  /// its input (the backward pass of apply).
+  /// \throws as apply.
+  void apply_inverse(TensorView<T> x, Index position_offset = 0) const {
+    check("qkv::RotaryEmbedding::apply_inverse", x, position_offset);
+    rotate(x, position_offset, -1.0);
+  }
+
   /// A rotated copy of x (..., L, head_dim), contiguous.
   Tensor<T> operator()(TensorView<const T> x, Index position_offset = 0) const {
     check("qkv::RotaryEmbedding::operator()", x, position_offset);
@@ -147,7 +157,8 @@ class RotaryEmbedding {
   Index first_of_pair(Index i) const noexcept { return style_ == RopeStyle::rotate_half ? i : 2 * i; }
   Index second_of_pair(Index i) const noexcept { return style_ == RopeStyle::rotate_half ? i + head_dim_ / 2 : 2 * i + 1; }
 
-  void rotate(TensorView<T> x, Index position_offset) const {
+  // direction +1 turns by the angle, −1 back.
+  void rotate(TensorView<T> x, Index position_offset, double direction = 1.0) const {
     if (x.empty()) return;
     const Index rows = x.size(-2), row_stride = x.stride(-2), col_stride = x.stride(-1);
     const Shape lead = x.shape().front(x.rank() - 2);
@@ -158,7 +169,7 @@ class RotaryEmbedding {
     for (Index l = 0; l < rows; ++l) {
       const double position = static_cast<double>(position_offset + l);
       for (std::size_t i = 0; i < pairs; ++i) {
-        const double angle = position * inv_freq_[i];
+        const double angle = direction * position * inv_freq_[i];
         cos_row[i] = static_cast<T>(std::cos(angle));
         sin_row[i] = static_cast<T>(std::sin(angle));
       }

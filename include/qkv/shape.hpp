@@ -145,13 +145,6 @@ class Shape {
 /// the same elements along a dimension.
 using Strides = Shape;
 
-// g++ 12 at -O3 -march=x86-64-v3 may take the sizes read below for uninitialised when it
-// inlines this into a copy of a temporary view (tests/consumer, qkv::transpose): every
-// Shape zeroes its sizes, and only the first rank_ are read.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 /// Row-major (C-order) strides, in elements, of a contiguous tensor of this shape.
 inline Strides contiguous_strides(const Shape& shape) {
   Strides strides;
@@ -163,8 +156,5 @@ inline Strides contiguous_strides(const Shape& shape) {
   }
   return strides;
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 }  // namespace qkv

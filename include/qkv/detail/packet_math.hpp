@@ -17,8 +17,21 @@
 #include <immintrin.h>
 #endif
 #if defined(__AVX512BF16__) && defined(EIGEN_VECTORIZE_AVX512)
-/// Defined where the fused kernel computes bfloat16 products with vdpbf16ps.
+/// Defined where the fused kernel can compute bfloat16 products with vdpbf16ps.
 #define QKV_BF16_DOT 1
+#endif
+/// Whether bfloat16 prefill takes vdpbf16ps by default (1) or widens K and V to float (0);
+/// define it to choose. vdpbf16ps does twice the FLOPs of a float FMA per instruction at the
+/// same rate on AMD Zen 4/5, so there bf16 runs up to 2× float; the Intel Xeon of this
+/// project's 2026-12-06 measurements (AVX512_BF16 with AVX512-FP16 and AMX, as Sapphire
+/// Rapids onward) ran it at half the float FMA's FLOPs, where widening runs bf16 at the
+/// float rate. AVX512-FP16 is what tells the two apart at compile time.
+#ifndef QKV_BF16_DOT_PREFILL
+#if defined(QKV_BF16_DOT) && !defined(__AVX512FP16__)
+#define QKV_BF16_DOT_PREFILL 1
+#else
+#define QKV_BF16_DOT_PREFILL 0
+#endif
 #endif
 
 #include "../half.hpp"
