@@ -913,10 +913,10 @@ struct BackwardSpec {
 TEST(MultiHeadAttentionBackward, FiniteDifferencesOfEveryGradient) {
   const BackwardSpec specs[] = {
       {"self-attention, causal, key padding", 8, 2, 2, 4, 4, {}, true, Causal::upper_left, 1},
-      {"cross, kdim/vdim, grouped heads, additive mask", 8, 4, 2, 3, 5, {5, 7, true, 2, {}, 0, {}, {}}, false, Causal::none, 2},
-      {"unbatched, no bias, lower right", 6, 2, 0, 3, 4, {0, 0, false, 0, {}, 0, {}, {}}, false, Causal::lower_right, 0},
+      {"cross, kdim/vdim, grouped heads, additive mask", 8, 4, 2, 3, 5, {5, 7, true, 2}, false, Causal::none, 2},
+      {"unbatched, no bias, lower right", 6, 2, 0, 3, 4, {0, 0, false, 0}, false, Causal::lower_right, 0},
       {"self-attention, causal, rotary (rotate_half)", 8, 2, 2, 4, 4, {}, true, Causal::upper_left, 0, 1},
-      {"cross, grouped heads, rotary (interleaved), additive mask", 8, 4, 2, 3, 5, {0, 0, true, 2, {}, 0, {}, {}}, false,
+      {"cross, grouped heads, rotary (interleaved), additive mask", 8, 4, 2, 3, 5, {0, 0, true, 2}, false,
        Causal::none, 2, 2},
   };
   for (const BackwardSpec& spec : specs) {

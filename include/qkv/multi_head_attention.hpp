@@ -30,6 +30,13 @@ namespace qkv {
 /// \brief The sizes of a MultiHeadAttention beside embed_dim and num_heads, named after
 /// nn.MultiheadAttention's arguments (plus num_kv_heads for grouped-query attention).
 struct MultiHeadAttentionConfig {
+  /// The first four fields in order, so that `{kdim, vdim, bias, num_kv_heads}` reads as
+  /// before the variants came; set those by name. (A constructor rather than aggregate
+  /// initialisation: g++'s -Wmissing-field-initializers would flag every shorter brace list.)
+  MultiHeadAttentionConfig(Index key_features = 0, Index value_features = 0, bool with_bias = true,
+                           Index kv_heads = 0)
+      : kdim(key_features), vdim(value_features), bias(with_bias), num_kv_heads(kv_heads) {}
+
   /// Features of the key input; 0 means embed_dim.
   Index kdim = 0;
   /// Features of the value input; 0 means embed_dim.
