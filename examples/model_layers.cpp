@@ -7,6 +7,7 @@
 // going to the sink.
 #include <qkv/qkv.hpp>
 
+#include <cmath>
 #include <iostream>
 
 int main() {
@@ -27,11 +28,14 @@ int main() {
   qkv::MultiHeadAttentionForward<float> options;
   options.causal = qkv::Causal::upper_left;
   options.need_weights = true;
+  // Rounded to 4 places, as the weights print: an exact 1 prints "1." and 0.99999994 "1.0000",
+  // and which of the two a row gives depends on the compiler's order of additions.
+  const auto rounded = [](float s) { return std::round(s * 1e4f) / 1e4f; };
   for (const auto& [name, config] : {std::pair{"Gemma 2 (local layer)", gemma2}, std::pair{"Mistral", mistral},
                                      std::pair{"gpt-oss", gpt_oss}}) {
     const qkv::MultiHeadAttention<float> layer(/*embed_dim=*/8, /*num_heads=*/2, config, rng);
     const auto [output, weights] = layer.forward(x, options);
     std::cout << name << "\noutput (batch, L, embed_dim):\n" << output << "\nweights averaged over the heads:\n"
-              << weights << "\nrow sums: " << qkv::sum(weights, -1) << "\n\n";
+              << weights << "\nrow sums: " << qkv::map(qkv::sum(weights, -1), rounded) << "\n\n";
   }
 }

@@ -4,6 +4,8 @@
 // Eigen::half), and the traits that tell qkv's templates how to compute with them.
 #pragma once
 
+#include "version.hpp"
+
 #include <Eigen/Core>
 
 #include <type_traits>

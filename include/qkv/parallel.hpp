@@ -3,6 +3,8 @@
 // and qkv::AttentionWorkspace, the per-thread scratch a caller may own and pass in.
 #pragma once
 
+#include "version.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstddef>

@@ -3,6 +3,8 @@
 // passing shapes around never allocates; the counterpart of PyTorch's torch.Size.
 #pragma once
 
+#include "version.hpp"
+
 #include <cstddef>
 #include <initializer_list>
 #include <stdexcept>

@@ -5,7 +5,13 @@
 #pragma once
 
 /// \file
-/// The version of qkv: #QKV_VERSION and its parts.
+/// The version of qkv: #QKV_VERSION and its parts; and the C++17 every qkv header needs,
+/// checked here once so that an older -std fails with one clear line.
+
+// MSVC reports __cplusplus as 199711L unless /Zc:__cplusplus is given; _MSVC_LANG is right.
+#if defined(_MSVC_LANG) ? _MSVC_LANG < 201703L : __cplusplus < 201703L
+#error "qkv needs C++17 or later: compile with -std=c++17 (CMake's qkv::qkv target asks for it)"
+#endif
 
 /// Major version: raised when a release breaks source compatibility (after 1.0.0; before
 /// it, a minor version may break it, as semantic versioning allows for 0.y.z).

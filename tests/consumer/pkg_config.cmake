@@ -1,5 +1,6 @@
 # Builds tests/consumer/main.cpp the way a Makefile uses qkv.pc, then runs it:
-#   c++ $CXX_FLAGS main.cpp $(pkg-config --cflags --libs qkv)
+#   c++ -std=c++17 $CXX_FLAGS main.cpp $(pkg-config --cflags --libs qkv)
+# as the README shows (qkv.pc cannot ask for a language standard; clang++ 14 defaults to C++14).
 # with PKG_CONFIG_PATH at the scratch install prefix. Eigen's -I from eigen3.pc becomes
 # -isystem (as CMake's Eigen3::Eigen target gives), so that the strict warnings are about
 # qkv's code and not Eigen's. Run by tests/CMakeLists.txt as
@@ -33,7 +34,7 @@ message(STATUS "pkg-config --cflags --libs qkv: ${flags}")
 separate_arguments(cxx_flags UNIX_COMMAND "${CXX_FLAGS}")
 get_filename_component(dir "${OUTPUT}" DIRECTORY)
 file(MAKE_DIRECTORY "${dir}")
-set(command "${CXX}" ${cxx_flags} -O2 "-DQKV_EXPECTED_VERSION=\"${EXPECTED_VERSION}\"" "${SOURCE}" -o "${OUTPUT}" ${flags})
+set(command "${CXX}" -std=c++17 ${cxx_flags} -O2 "-DQKV_EXPECTED_VERSION=\"${EXPECTED_VERSION}\"" "${SOURCE}" -o "${OUTPUT}" ${flags})
 string(REPLACE ";" " " shown "${command}")
 message(STATUS "${shown}")
 execute_process(COMMAND ${command} RESULT_VARIABLE status)
